@@ -1,0 +1,1 @@
+"""KFP components: one file per pipeline step, each a thin wrapper over `sasrec.steps`."""

@@ -1,0 +1,28 @@
+"""Download component: a source to interactions Parquet."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Metrics, Output
+
+from components.images import image_uri
+
+
+@dsl.component(base_image=image_uri("download"), install_kfp_package=False)
+def download(
+    source: str,
+    amazon_base_url: str,
+    interactions: Output[Dataset],
+    download_stats: Output[Metrics],
+):
+    """Fetch the reviews of `source` and write them as interactions.parquet.
+
+    Args:
+        source: amazon2023:<Category>, an http(s)/gs:// URL or a path the task can read.
+        amazon_base_url: Mirror of the Amazon Reviews 2023 files; empty for the default.
+        interactions: Directory holding interactions.parquet.
+        download_stats: Row counts.
+    """
+    from sasrec.steps import download_step
+
+    counts = download_step(source, interactions.path, amazon_base_url or None)
+    for name, value in counts.items():
+        download_stats.log_metric(name, value)

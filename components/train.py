@@ -1,0 +1,35 @@
+"""Train component: SASRec on the sequences, tracked in MLflow."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components.images import image_uri
+
+
+@dsl.component(base_image=image_uri("train"), install_kfp_package=False)
+def train(
+    sequences: Input[Dataset],
+    hparams: dict,
+    mlflow_tracking_uri: str,
+    mlflow_experiment: str,
+    mlflow_run_name: str,
+    model: Output[Model],
+):
+    """Train SASRec and write the self-describing model directory.
+
+    Args:
+        sequences: Output of the sequences component.
+        hparams: Hyperparameter overrides (see sasrec.config.HParams).
+        mlflow_tracking_uri: MLflow tracking URI; empty for $MLFLOW_TRACKING_URI or the default.
+        mlflow_experiment: MLflow experiment of the run.
+        mlflow_run_name: MLflow run name.
+        model: Directory with weights, config and item vocabulary.
+    """
+    from sasrec.config import parse_hparams
+    from sasrec.steps import train_step
+
+    summary = train_step(
+        sequences.path, model.path, parse_hparams(hparams),
+        mlflow_tracking_uri or None, mlflow_experiment, mlflow_run_name,
+    )  # fmt: skip
+    model.metadata.update(summary)

@@ -1,0 +1,72 @@
+"""The SASRec pipeline: download -> sequences -> train -> evaluate. Wiring only."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Model
+
+from components.download import download
+from components.evaluate import evaluate
+from components.sequences import sequences
+from components.train import train
+
+PIPELINE_NAME = "sasrec"
+
+
+class PipelineOutputs(NamedTuple):
+    """What a run hands back: the model directory and the evaluation directory."""
+
+    model: Model
+    evaluation: Artifact
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="SASRec on Amazon Reviews 2023: download, sequences, train, evaluate.",
+)
+def sasrec_pipeline(
+    source: str = "amazon2023:Video_Games",
+    amazon_base_url: str = "",
+    kcore: int = 5,
+    hparams: dict = {},  # noqa: B006 - KFP takes parameter defaults as literals
+    gpu_count: int = 1,
+    mlflow_tracking_uri: str = "",
+    mlflow_experiment: str = "sasrec",
+) -> PipelineOutputs:
+    """Train and evaluate SASRec on one source.
+
+    Args:
+        source: amazon2023:<Category>, an http(s)/gs:// URL, or a path the tasks can read.
+        amazon_base_url: Mirror of the Amazon Reviews 2023 files; empty for the official site.
+        kcore: Minimum interactions per user and item; 0 disables the filter.
+        hparams: Hyperparameter overrides, e.g. {"max_epochs": 50}.
+        gpu_count: GPUs requested by the train task.
+        mlflow_tracking_uri: MLflow tracking URI for every task; empty for each task's default.
+        mlflow_experiment: MLflow experiment of the run.
+    """
+    download_task = download(source=source, amazon_base_url=amazon_base_url)
+    download_task.set_display_name("Download reviews")
+
+    sequences_task = sequences(interactions=download_task.outputs["interactions"], kcore=kcore)
+    sequences_task.set_display_name("Build sequences")
+
+    train_task = train(
+        sequences=sequences_task.outputs["sequences"],
+        hparams=hparams,
+        mlflow_tracking_uri=mlflow_tracking_uri,
+        mlflow_experiment=mlflow_experiment,
+        mlflow_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    )
+    train_task.set_display_name("Train SASRec")
+    train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
+
+    evaluate_task = evaluate(
+        model=train_task.outputs["model"],
+        sequences=sequences_task.outputs["sequences"],
+        mlflow_tracking_uri=mlflow_tracking_uri,
+    )
+    evaluate_task.set_display_name("Evaluate")
+
+    return PipelineOutputs(
+        model=train_task.outputs["model"], evaluation=evaluate_task.outputs["evaluation"]
+    )

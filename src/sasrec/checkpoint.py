@@ -1,0 +1,51 @@
+"""The model artifact: a directory that describes itself (weights, config, item vocabulary)."""
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sasrec.data import schema
+from sasrec.io import atomic_path, read_json, write_json
+from sasrec.model import SASRec, SASRecConfig
+
+WEIGHTS_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+TRAINING_FILE = "training.json"
+
+
+def save_model_dir(
+    model: SASRec, item_vocab_path: Path, training_info: dict[str, Any], out_dir: str | Path
+) -> None:
+    """Write the model artifact directory atomically.
+
+    Args:
+        model: The trained model (its weights are saved from CPU copies).
+        item_vocab_path: `item_vocab.parquet` of the sequences the model was trained on.
+        training_info: Hyperparameters, results and lineage, saved as training.json.
+        out_dir: The directory to create (replaced if it exists).
+    """
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        state = {name: tensor.cpu() for name, tensor in model.state_dict().items()}
+        torch.save(state, tmp / WEIGHTS_FILE)
+        write_json(dataclasses.asdict(model.config), tmp / CONFIG_FILE)
+        shutil.copyfile(item_vocab_path, tmp / schema.ITEM_VOCAB_FILE)
+        write_json(training_info, tmp / TRAINING_FILE)
+
+
+def load_model_dir(model_dir: str | Path, device: torch.device) -> SASRec:
+    """Load a model artifact in eval mode; weights are read without unpickling objects."""
+    model_dir = Path(model_dir)
+    config = SASRecConfig(**read_json(model_dir / CONFIG_FILE))
+    model = SASRec(config)
+    state = torch.load(model_dir / WEIGHTS_FILE, map_location=device, weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def read_training_info(model_dir: str | Path) -> dict[str, Any]:
+    """The training.json of a model artifact."""
+    return read_json(Path(model_dir) / TRAINING_FILE)

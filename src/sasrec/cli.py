@@ -1,0 +1,109 @@
+"""`sasrec` command line: one subcommand per pipeline step, and `run` for the whole pipeline."""
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from sasrec.data.download import DEFAULT_CACHE_DIR
+from sasrec.data.sources import AMAZON_2023_BASE_URL_ENV, DEFAULT_SOURCE
+from sasrec.errors import SASRecError
+
+HPARAMS_HELP = "JSON object of hyperparameter overrides, e.g. '{\"max_epochs\": 50}'"
+
+
+def _add_source_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source",
+        default=DEFAULT_SOURCE,
+        help="amazon2023:<Category>, an http(s)/gs:// URL or a local path to a reviews "
+        f"JSONL(.gz) or SASRec .txt file (default: {DEFAULT_SOURCE})",
+    )
+    parser.add_argument(
+        "--amazon-base-url",
+        default=None,
+        help=f"mirror of the Amazon Reviews 2023 files (default: ${AMAZON_2023_BASE_URL_ENV} "
+        "or the official site)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="sasrec", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    download = commands.add_parser("download", help="fetch reviews, write interactions.parquet")
+    _add_source_args(download)
+    download.add_argument("--out", required=True, type=Path, help="output directory")
+    download.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+
+    sequences = commands.add_parser("sequences", help="build per-user sequences and splits")
+    sequences.add_argument("--interactions", required=True, type=Path, help="interactions.parquet")
+    sequences.add_argument("--out", required=True, type=Path, help="output directory")
+    sequences.add_argument(
+        "--kcore", type=int, default=5, help="k-core filter, 0 disables (default 5)"
+    )
+
+    train = commands.add_parser("train", help="train SASRec, log to MLflow")
+    train.add_argument("--sequences", required=True, type=Path, help="output of `sequences`")
+    train.add_argument("--out", required=True, type=Path, help="model directory to write")
+    train.add_argument("--hparams", default="", help=HPARAMS_HELP)
+    train.add_argument("--experiment", default="sasrec", help="MLflow experiment name")
+    train.add_argument("--run-name", default=None, help="MLflow run name")
+
+    evaluate = commands.add_parser("evaluate", help="ranking metrics on the test users")
+    evaluate.add_argument("--model", required=True, type=Path, help="model directory")
+    evaluate.add_argument("--sequences", required=True, type=Path, help="output of `sequences`")
+    evaluate.add_argument("--out", required=True, type=Path, help="directory for metrics.json")
+
+    run = commands.add_parser("run", help="run the whole KFP pipeline locally")
+    _add_source_args(run)
+    run.add_argument("--output-dir", type=Path, default=Path("outputs"))
+    run.add_argument("--kcore", type=int, default=5, help="k-core filter, 0 disables (default 5)")
+    run.add_argument("--hparams", default="", help=HPARAMS_HELP)
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> object:
+    """Run the chosen subcommand; returns what it produced."""
+    from sasrec import steps
+    from sasrec.config import parse_hparams
+
+    if args.command == "download":
+        return steps.download_step(args.source, args.out, args.amazon_base_url, args.cache_dir)
+    if args.command == "sequences":
+        return steps.sequences_step(args.interactions, args.out, args.kcore)
+    if args.command == "train":
+        hparams = parse_hparams(args.hparams)
+        return steps.train_step(
+            args.sequences, args.out, hparams, None, args.experiment, args.run_name
+        )
+    if args.command == "evaluate":
+        return steps.evaluate_step(args.model, args.sequences, args.out)
+    from sasrec.local_run import run_pipeline_locally
+
+    return run_pipeline_locally(
+        args.source, args.output_dir, args.kcore, parse_hparams(args.hparams), args.amazon_base_url
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `sasrec` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result = dispatch(args)
+    except SASRecError as err:
+        print(f"sasrec {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

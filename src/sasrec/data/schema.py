@@ -1,0 +1,31 @@
+"""Column names and Parquet schemas, defined once for every writer and reader."""
+
+import polars as pl
+
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+TIMESTAMP = "timestamp"
+RATING = "rating"
+
+# interactions.parquet: one row per review, in source order. For sources without times
+# (SASRec text files) `timestamp` is the line number, which keeps their documented order.
+INTERACTIONS_SCHEMA = pl.Schema(
+    {USER_ID: pl.String, ITEM_ID: pl.String, TIMESTAMP: pl.Int64, RATING: pl.Float64}
+)
+
+# Sequence files hold item indices: 1..num_items, 0 is padding.
+ITEM_INDEX = "item_index"
+ITEM_SEQUENCE = "item_sequence"  # train.parquet: each user's training prefix, oldest first
+HISTORY = "history"  # valid/test.parquet: what the model sees, oldest first
+TARGET = "target"  # valid/test.parquet: the held-out item
+
+ITEM_VOCAB_SCHEMA = pl.Schema({ITEM_INDEX: pl.Int32, ITEM_ID: pl.String})
+TRAIN_SCHEMA = pl.Schema({USER_ID: pl.String, ITEM_SEQUENCE: pl.List(pl.Int32)})
+HELD_OUT_SCHEMA = pl.Schema({USER_ID: pl.String, HISTORY: pl.List(pl.Int32), TARGET: pl.Int32})
+
+TRAIN_FILE = "train.parquet"
+VALID_FILE = "valid.parquet"
+TEST_FILE = "test.parquet"
+ITEM_VOCAB_FILE = "item_vocab.parquet"
+STATS_FILE = "stats.json"
+INTERACTIONS_FILE = "interactions.parquet"

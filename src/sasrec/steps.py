@@ -1,0 +1,80 @@
+"""The four pipeline steps, each one call: what the CLI and the KFP components run."""
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from sasrec.config import HParams
+from sasrec.data import schema
+from sasrec.data.download import DEFAULT_CACHE_DIR, download_interactions
+from sasrec.data.sequences import build_sequences
+
+
+def download_step(
+    source: str,
+    out_dir: str | Path,
+    amazon_base_url: str | None = None,
+    cache_dir: str | Path = DEFAULT_CACHE_DIR,
+) -> dict[str, int]:
+    """Fetch `source` and write `out_dir/interactions.parquet`."""
+    out_path = Path(out_dir) / schema.INTERACTIONS_FILE
+    return download_interactions(source, out_path, amazon_base_url, cache_dir)
+
+
+def sequences_step(
+    interactions_path: str | Path, out_dir: str | Path, kcore: int = 5
+) -> dict[str, Any]:
+    """Build the sequence files and stats.json in `out_dir`."""
+    return build_sequences(interactions_path, out_dir, kcore)
+
+
+def train_step(
+    sequences_dir: str | Path,
+    model_dir: str | Path,
+    hparams: HParams,
+    tracking_uri: str | None = None,
+    experiment: str = "sasrec",
+    run_name: str | None = None,
+) -> dict[str, Any]:
+    """Train in a new MLflow run: hyperparameters, data stats, per-epoch metrics, the model.
+
+    The run id is stored in the model's training.json so that evaluation logs to the same run.
+    """
+    from sasrec import tracking
+    from sasrec.io import read_json
+    from sasrec.train import train_sasrec
+
+    stats = read_json(Path(sequences_dir) / schema.STATS_FILE)
+    with tracking.mlflow_run(tracking_uri, experiment, run_name) as run_id:
+        tracking.log_params(
+            dataclasses.asdict(hparams) | {f"data_{k}": v for k, v in stats.items()}
+        )
+        lineage = {
+            "mlflow_run_id": run_id,
+            "mlflow_tracking_uri": tracking.resolve_tracking_uri(tracking_uri),
+        }
+        summary = train_sasrec(sequences_dir, model_dir, hparams, lineage, tracking.log_metrics)
+        tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
+        tracking.log_artifacts(model_dir, "model")
+    return summary | lineage
+
+
+def evaluate_step(
+    model_dir: str | Path,
+    sequences_dir: str | Path,
+    out_dir: str | Path,
+    tracking_uri: str | None = None,
+) -> dict[str, float]:
+    """Evaluate on the test users; log the metrics to the model's MLflow run when it has one."""
+    from sasrec import tracking
+    from sasrec.checkpoint import read_training_info
+    from sasrec.evaluate import evaluate_model
+
+    metrics = evaluate_model(model_dir, sequences_dir, out_dir)
+    info = read_training_info(model_dir)
+    if info.get("mlflow_run_id"):
+        uri = tracking_uri or info["mlflow_tracking_uri"]
+        with tracking.mlflow_run(uri, run_id=info["mlflow_run_id"]):
+            tracking.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+            tracking.log_artifacts(Path(out_dir), "evaluation")
+    return metrics

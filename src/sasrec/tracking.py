@@ -1,0 +1,74 @@
+"""MLflow tracking: one run per pipeline run, shared by the train and evaluate steps.
+
+MLflow is imported inside functions so that the library imports without it.
+"""
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+DEFAULT_EXPERIMENT = "sasrec"
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
+    """`tracking_uri`, else $MLFLOW_TRACKING_URI, else MLflow's default sqlite store.
+
+    The default (`sqlite:///mlflow.db`) is relative to the working directory; it is made
+    absolute here so that every step of a local pipeline run writes to the same store.
+    """
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+def mlflow_key(name: str) -> str:
+    """MLflow metric names allow no `@`: `ndcg@10` becomes `ndcg_at_10`."""
+    return name.replace("@", "_at_")
+
+
+@contextlib.contextmanager
+def mlflow_run(
+    tracking_uri: str | None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    run_name: str | None = None,
+    run_id: str | None = None,
+) -> Iterator[str]:
+    """Start a new MLflow run, or resume `run_id`; yields the run id.
+
+    Args:
+        tracking_uri: See `resolve_tracking_uri`.
+        experiment: Experiment of a new run (created when missing).
+        run_name: Name of a new run.
+        run_id: An existing run to log into instead of starting one.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    if run_id is None:
+        mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name) as run:
+        yield run.info.run_id
+
+
+def log_params(params: dict[str, Any]) -> None:
+    """Log parameters of the active run in one call."""
+    import mlflow
+
+    mlflow.log_params(params)
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Log metrics of the active run in one call (one HTTP request to a server)."""
+    import mlflow
+
+    mlflow.log_metrics({mlflow_key(k): float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_artifacts(local_dir: str | Path, artifact_path: str) -> None:
+    """Upload a directory to the active run's artifacts."""
+    import mlflow
+
+    mlflow.log_artifacts(str(local_dir), artifact_path=artifact_path)

@@ -1,0 +1,47 @@
+import math
+
+import torch
+
+from sasrec.evaluate import full_catalogue_ranks, sample_unseen_items
+from sasrec.metrics import hit_at_k, ndcg_at_k, rank_of_targets, ranking_metrics
+
+
+def test_perfect_ranking_gives_one_and_absent_item_zero():
+    assert ndcg_at_k(torch.tensor([0]), 10).item() == 1.0
+    assert hit_at_k(torch.tensor([0]), 10).item() == 1.0
+    assert ndcg_at_k(torch.tensor([10]), 10).item() == 0.0
+    assert hit_at_k(torch.tensor([10]), 10).item() == 0.0
+
+
+def test_ndcg_by_hand():
+    # rank 1 (second place): 1/log2(3); rank 3: 1/log2(5); mean over the two users.
+    metrics = ranking_metrics(torch.tensor([1, 3]), ks=(2, 10))
+    assert math.isclose(metrics["ndcg@10"], (1 / math.log2(3) + 1 / math.log2(5)) / 2)
+    assert math.isclose(metrics["ndcg@2"], (1 / math.log2(3)) / 2)
+    assert metrics["hit@2"] == 0.5 and metrics["hit@10"] == 1.0
+
+
+def test_rank_counts_ties_against_the_target():
+    scores = torch.tensor([[0.5, 0.9, 0.5, 0.1], [0.1, 0.2, 0.3, 0.4]])
+    assert rank_of_targets(scores, torch.tensor([0, 3])).tolist() == [2, 0]
+    constant = torch.zeros(1, 100)
+    assert rank_of_targets(constant, torch.tensor([5])).item() == 99
+
+
+def test_full_catalogue_ranking_excludes_history_and_padding():
+    # Items 1..5; item 4 scores highest but is in the history, so target 2 ranks first.
+    scores = torch.tensor([[9.0, 1.0, 3.0, 0.0, 5.0, 2.0]])
+    history = torch.tensor([[0, 4]])
+    assert full_catalogue_ranks(scores.clone(), history, torch.tensor([2])).item() == 0
+    assert (
+        full_catalogue_ranks(scores.clone(), torch.tensor([[0, 0]]), torch.tensor([2])).item() == 1
+    )
+
+
+def test_sampled_negatives_are_unseen_and_reproducible():
+    seen = torch.tensor([[0, 1, 2, 3], [5, 6, 7, 8]])
+    first = sample_unseen_items(seen, 10, 500, torch.Generator().manual_seed(3))
+    second = sample_unseen_items(seen, 10, 500, torch.Generator().manual_seed(3))
+    assert torch.equal(first, second)
+    assert set(first[0].tolist()) == {4, 5, 6, 7, 8, 9, 10}
+    assert set(first[1].tolist()) == {1, 2, 3, 4, 9, 10}

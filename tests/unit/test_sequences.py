@@ -1,0 +1,94 @@
+import polars as pl
+import pytest
+
+from sasrec.data import schema
+from sasrec.data.sequences import (
+    build_item_vocab,
+    build_sequences,
+    earliest_interactions,
+    kcore_filter,
+    leave_one_out,
+)
+from sasrec.errors import SASRecError
+from sasrec.io import read_json
+
+
+def interactions(rows: list[tuple[str, str, int]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [(u, i, t, 5.0) for u, i, t in rows], schema=schema.INTERACTIONS_SCHEMA, orient="row"
+    )
+
+
+def test_earliest_interaction_of_each_pair_is_kept_ties_by_file_order():
+    frame = interactions([("u", "a", 30), ("u", "b", 20), ("u", "a", 10), ("u", "c", 20)])
+    kept = earliest_interactions(frame.lazy()).collect().sort("_order")
+    assert kept.select("item_id", "timestamp").rows() == [("b", 20), ("a", 10), ("c", 20)]
+
+
+def test_kcore_cascades_until_stable():
+    # Item z has one interaction: dropping it leaves user v with one item, which drops v,
+    # which leaves item y with one interaction, which drops y.
+    rows = [("u", "x", 1), ("u", "y", 2), ("w", "x", 1), ("w", "y", 2), ("v", "x", 1)]
+    rows += [("v", "z", 2), ("t", "x", 1), ("t", "y", 2)]
+    kept = kcore_filter(interactions(rows), 2)
+    assert sorted(kept["user_id"].unique()) == ["t", "u", "w"]
+    assert sorted(kept["item_id"].unique()) == ["x", "y"]
+    cascade = [("u", "x", 1), ("u", "y", 2), ("v", "y", 1), ("v", "z", 2), ("w", "z", 1)]
+    assert kcore_filter(interactions(cascade), 2).is_empty()
+
+
+def test_kcore_zero_and_one_keep_everything():
+    frame = interactions([("u", "x", 1)])
+    assert kcore_filter(frame, 0).height == 1
+    assert kcore_filter(frame, 1).height == 1
+
+
+def test_item_vocab_is_sorted_ids_from_one():
+    vocab = build_item_vocab(interactions([("u", "b", 1), ("u", "é", 2), ("v", "a", 1)]))
+    assert vocab.rows() == [(1, "a"), (2, "b"), (3, "é")]
+    assert vocab.schema == schema.ITEM_VOCAB_SCHEMA
+
+
+def test_leave_one_out_split():
+    sequences = pl.DataFrame(
+        {"user_id": ["one", "two", "four"], "item_sequence": [[7], [7, 8], [1, 2, 3, 4]]}
+    )
+    train, valid, test = leave_one_out(sequences)
+    assert train.rows() == [("one", [7]), ("two", [7, 8]), ("four", [1, 2])]
+    assert valid.rows() == [("four", [1, 2], 3)]
+    assert test.rows() == [("four", [1, 2, 3], 4)]
+
+
+def test_build_sequences_writes_chronological_splits(tmp_path):
+    rows = [("u1", "c", 300), ("u1", "a", 100), ("u1", "b", 200), ("u1", "d", 400)]
+    rows += [("u2", "b", 50), ("u2", "a", 60), ("u2", "a", 70), ("u2", "d", 55)]
+    rows += [("u3", "a", 1)]
+    interactions(rows).write_parquet(tmp_path / "in.parquet")
+    stats = build_sequences(tmp_path / "in.parquet", tmp_path / "seq", kcore=0)
+    vocab = dict(pl.read_parquet(tmp_path / "seq" / "item_vocab.parquet").rows())
+    a, b, c, d = (k for k, v in sorted(vocab.items(), key=lambda kv: kv[1]))
+    test = pl.read_parquet(tmp_path / "seq" / "test.parquet")
+    assert test.rows() == [("u1", [a, b, c], d), ("u2", [b, d], a)]
+    valid = pl.read_parquet(tmp_path / "seq" / "valid.parquet")
+    assert valid.rows() == [("u1", [a, b], c), ("u2", [b], d)]
+    train = pl.read_parquet(tmp_path / "seq" / "train.parquet")
+    assert train.rows() == [("u1", [a, b]), ("u2", [b]), ("u3", [a])]
+    assert stats == read_json(tmp_path / "seq" / "stats.json")
+    assert (stats["num_users"], stats["num_items"], stats["num_interactions"]) == (3, 4, 8)
+    assert stats["num_raw_interactions"] == 9
+
+
+def test_empty_result_suggests_lower_kcore_and_writes_nothing(tmp_path):
+    interactions([("u", "a", 1), ("u", "b", 2), ("u", "c", 3)]).write_parquet(
+        tmp_path / "in.parquet"
+    )
+    with pytest.raises(SASRecError, match="lower --kcore"):
+        build_sequences(tmp_path / "in.parquet", tmp_path / "seq", kcore=5)
+    assert not (tmp_path / "seq").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["in.parquet"]
+
+
+def test_no_user_with_three_items_is_an_error(tmp_path):
+    interactions([("u", "a", 1), ("u", "b", 2)]).write_parquet(tmp_path / "in.parquet")
+    with pytest.raises(SASRecError, match="3 interactions needed"):
+        build_sequences(tmp_path / "in.parquet", tmp_path / "seq", kcore=0)
