@@ -14,7 +14,7 @@ def write_reviews_jsonl_gz(path: Path, reviews: list[dict]) -> Path:
     return path
 
 
-def cyclic_reviews(num_users: int = 60, num_items: int = 12, length: int = 8) -> list[dict]:
+def cyclic_reviews(num_users: int = 80, num_items: int = 40, length: int = 8) -> list[dict]:
     """Reviews where every user walks the items in a cycle: a pattern SASRec can learn.
 
     User u starts at item u % num_items and reviews the next `length` items in order.

@@ -17,7 +17,6 @@ from sasrec.tensors import pad_left
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 NUM_SAMPLED_NEGATIVES = 100  # the paper's protocol
 SAMPLING_SEED = 2018
 
@@ -141,6 +140,6 @@ def evaluate_model(
         "num_test_users": float(len(full_ranks)),
     }
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    write_json(metrics, Path(out_dir) / METRICS_FILE)
+    write_json(metrics, Path(out_dir) / schema.METRICS_FILE)
     log.info("test metrics: %s", metrics)
     return metrics

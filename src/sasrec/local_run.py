@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from sasrec.config import HParams
-from sasrec.data.sources import amazon_2023_base_url, is_remote
+from sasrec.data.schema import METRICS_FILE
+from sasrec.data.sources import amazon_2023_base_url, detect_format, is_remote, resolve_source
 from sasrec.errors import SASRecError
-from sasrec.evaluate import METRICS_FILE
 from sasrec.io import atomic_path, read_json, write_json
 from sasrec.tracking import resolve_tracking_uri
 
@@ -38,9 +38,10 @@ def run_pipeline_locally(
     from pipelines.compile import compile_pipeline
 
     # Expected here: display names and step images only matter on a cluster.
-    warnings.filterwarnings("ignore", message=r"Task '[\w-]+': settings \['display_name'\]")
+    warnings.filterwarnings("ignore", message=r"Task '[\w-]+': settings .* have no effect")
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
 
+    detect_format(resolve_source(source, amazon_base_url))  # fail before starting any task
     output_dir = Path(output_dir).resolve()
     pipeline_yaml = compile_pipeline(output_dir / "sasrec_pipeline.yaml")
     pipeline = components.load_component_from_file(str(pipeline_yaml))

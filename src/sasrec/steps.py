@@ -1,6 +1,7 @@
 """The four pipeline steps, each one call: what the CLI and the KFP components run."""
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -8,6 +9,8 @@ from sasrec.config import HParams
 from sasrec.data import schema
 from sasrec.data.download import DEFAULT_CACHE_DIR, download_interactions
 from sasrec.data.sequences import build_sequences
+
+log = logging.getLogger(__name__)
 
 
 def download_step(
@@ -72,9 +75,17 @@ def evaluate_step(
 
     metrics = evaluate_model(model_dir, sequences_dir, out_dir)
     info = read_training_info(model_dir)
-    if info.get("mlflow_run_id"):
-        uri = tracking_uri or info["mlflow_tracking_uri"]
-        with tracking.mlflow_run(uri, run_id=info["mlflow_run_id"]):
+    run_id, uri = info.get("mlflow_run_id"), tracking_uri or info.get("mlflow_tracking_uri")
+    if run_id and tracking.run_exists(uri, run_id):
+        with tracking.mlflow_run(uri, run_id=run_id):
             tracking.log_metrics({f"test_{k}": v for k, v in metrics.items()})
             tracking.log_artifacts(Path(out_dir), "evaluation")
+    elif run_id:
+        # The metrics are in metrics.json and KFP; losing them after training would be worse.
+        log.warning(
+            "MLflow run %s of this model is not in the store %s: test metrics not logged to "
+            "MLflow; give every step the same tracking URI (a shared MLflow server)",
+            run_id,
+            uri,
+        )
     return metrics

@@ -53,6 +53,18 @@ def mlflow_run(
         yield run.info.run_id
 
 
+def run_exists(tracking_uri: str | None, run_id: str) -> bool:
+    """Whether the store at `tracking_uri` holds the run `run_id`."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(resolve_tracking_uri(tracking_uri)).get_run(run_id)
+    except MlflowException:
+        return False
+    return True
+
+
 def log_params(params: dict[str, Any]) -> None:
     """Log parameters of the active run in one call."""
     import mlflow
