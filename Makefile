@@ -16,7 +16,6 @@ install: $(VENV)/.installed ## Create .venv with the project, its extras and dev
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -qq --upgrade pip
 	$(BIN)/python -m pip install -qq -e '.[train,dev]'
 	touch $@
 

@@ -11,15 +11,30 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import AMAZON_SAMPLE
+from helpers import cyclic_reviews, write_reviews_jsonl_gz
+
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture
+def reviews_gz(tmp_path) -> Path:
+    """The real Amazon sample when ../shared/data is present, else synthetic reviews.
+
+    Either way the file has the official layout, so the pipeline always runs end to end.
+    """
+    sample = AMAZON_SAMPLE / "Video_Games.jsonl.gz"
+    if sample.is_file():
+        return sample
+    return write_reviews_jsonl_gz(tmp_path / "synthetic" / "Video_Games.jsonl.gz", cyclic_reviews())
+
+
 def test_run_from_an_amazon_mirror_logs_one_mlflow_run(
-    http_server, amazon_sample_gz, tmp_path, mlflow_uri
+    http_server, reviews_gz, tmp_path, mlflow_uri
 ):
     base_url, root, requests_seen = http_server
     (root / "raw" / "review_categories").mkdir(parents=True)
-    shutil.copy(amazon_sample_gz, root / "raw" / "review_categories" / "Video_Games.jsonl.gz")
+    shutil.copy(reviews_gz, root / "raw" / "review_categories" / "Video_Games.jsonl.gz")
     hparams = {"max_epochs": 3, "eval_every": 1, "hidden_size": 16}
     env = os.environ | {"SASREC_AMAZON_BASE_URL": base_url, "HOME": str(tmp_path / "home")}
     command = [sys.executable, "-m", "sasrec.cli", "run", "--kcore", "0"]
@@ -49,7 +64,8 @@ def test_run_from_an_amazon_mirror_logs_one_mlflow_run(
     assert run.info.status == "FINISHED"
     assert run.data.params["hidden_size"] == "16" and run.data.params["max_epochs"] == "3"
     assert run.data.params["num_blocks"] == "2"  # defaults are logged too
-    assert run.data.params["data_num_items"] == "913"
+    (stats_json,) = (tmp_path / "outputs" / "pipeline_root").rglob("stats.json")
+    assert run.data.params["data_num_items"] == str(json.loads(stats_json.read_text())["num_items"])
     history = client.get_metric_history(run.info.run_id, "val_ndcg_at_10")
     assert [m.step for m in history] == [1, 2, 3]
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 3
