@@ -104,14 +104,17 @@ def _fetch_http(url: str, dest: Path) -> None:
 def _fetch_gcs(url: str, dest: Path) -> None:
     import fsspec  # gcsfs registers gs:// with fsspec
 
-    with (
-        fsspec.open(url, "rb") as src,
-        dest.open("wb") as out,
-        _progress(url, getattr(src, "size", None)) as bar,
-    ):
-        while chunk := src.read(_CHUNK_BYTES):
-            out.write(chunk)
-            bar.update(len(chunk))
+    try:
+        with (
+            fsspec.open(url, "rb") as src,
+            dest.open("wb") as out,
+            _progress(url, getattr(src, "size", None)) as bar,
+        ):
+            while chunk := src.read(_CHUNK_BYTES):
+                out.write(chunk)
+                bar.update(len(chunk))
+    except FileNotFoundError as err:
+        raise SASRecError(f"download of {url} failed: no such object; check the URL") from err
 
 
 def _progress(url: str, total: int | None) -> tqdm:

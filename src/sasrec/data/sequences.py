@@ -76,7 +76,7 @@ def leave_one_out(sequences: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, 
         pl.when(length >= 3)
         .then(seq.list.slice(0, length - 2))
         .otherwise(seq)
-        .alias(seq.meta.output_name()),
+        .alias(schema.ITEM_SEQUENCE),
     )
     valid = held_out.select(
         schema.USER_ID,
