@@ -9,6 +9,7 @@ from pathlib import Path
 from sasrec.data.download import DEFAULT_CACHE_DIR
 from sasrec.data.sources import AMAZON_2023_BASE_URL_ENV, DEFAULT_SOURCE
 from sasrec.errors import SASRecError
+from sasrec.tracking import DEFAULT_EXPERIMENT
 
 HPARAMS_HELP = "JSON object of hyperparameter overrides, e.g. '{\"max_epochs\": 50}'"
 
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sequences", required=True, type=Path, help="output of `sequences`")
     train.add_argument("--out", required=True, type=Path, help="model directory to write")
     train.add_argument("--hparams", default="", help=HPARAMS_HELP)
-    train.add_argument("--experiment", default="sasrec", help="MLflow experiment name")
+    train.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
     train.add_argument("--run-name", default=None, help="MLflow run name")
 
     evaluate = commands.add_parser("evaluate", help="ranking metrics on the test users")

@@ -1,14 +1,20 @@
-"""The four pipeline steps, each one call: what the CLI and the KFP components run."""
+"""The four pipeline steps, each one call: what the CLI and the KFP components run.
+
+Modules that need torch are imported inside the steps that use them: the download and
+sequences images carry no torch.
+"""
 
 import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
+from sasrec import tracking
 from sasrec.config import HParams
 from sasrec.data import schema
 from sasrec.data.download import DEFAULT_CACHE_DIR, download_interactions
 from sasrec.data.sequences import build_sequences
+from sasrec.io import read_json
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +42,13 @@ def train_step(
     model_dir: str | Path,
     hparams: HParams,
     tracking_uri: str | None = None,
-    experiment: str = "sasrec",
+    experiment: str = tracking.DEFAULT_EXPERIMENT,
     run_name: str | None = None,
 ) -> dict[str, Any]:
     """Train in a new MLflow run: hyperparameters, data stats, per-epoch metrics, the model.
 
     The run id is stored in the model's training.json so that evaluation logs to the same run.
     """
-    from sasrec import tracking
-    from sasrec.io import read_json
     from sasrec.train import train_sasrec
 
     stats = read_json(Path(sequences_dir) / schema.STATS_FILE)
@@ -69,7 +73,6 @@ def evaluate_step(
     tracking_uri: str | None = None,
 ) -> dict[str, float]:
     """Evaluate on the test users; log the metrics to the model's MLflow run when it has one."""
-    from sasrec import tracking
     from sasrec.checkpoint import read_training_info
     from sasrec.evaluate import evaluate_model
 
