@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import cyclic_reviews, write_reviews_jsonl_gz
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 AMAZON_SAMPLE = SHARED_DATA / "amazon-reviews-2023-video-games-sample"
@@ -56,6 +58,18 @@ def http_server(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
     yield f"http://127.0.0.1:{server.server_address[1]}", root, seen
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def reviews_gz(tmp_path: Path) -> Path:
+    """The real Amazon sample when ../shared/data is present, else synthetic reviews.
+
+    Either way the file has the official layout, so tests using it always run.
+    """
+    sample = AMAZON_SAMPLE / "Video_Games.jsonl.gz"
+    if sample.is_file():
+        return sample
+    return write_reviews_jsonl_gz(tmp_path / "synthetic" / "Video_Games.jsonl.gz", cyclic_reviews())
 
 
 @pytest.fixture

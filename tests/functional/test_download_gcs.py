@@ -11,9 +11,6 @@ import pytest
 import requests
 from gcp_storage_emulator.server import create_server
 
-from conftest import AMAZON_SAMPLE
-from helpers import cyclic_reviews, write_reviews_jsonl_gz
-
 BUCKET = "reviews"
 
 
@@ -50,10 +47,8 @@ def download_cli(emulator: str, source: str, tmp_path) -> subprocess.CompletedPr
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_gs_source_is_downloaded_and_converted(gcs_emulator, tmp_path):
-    sample = AMAZON_SAMPLE / "Video_Games.jsonl.gz"
-    if not sample.is_file():  # a fresh clone: synthetic reviews in the same layout
-        sample = write_reviews_jsonl_gz(tmp_path / "Video_Games.jsonl.gz", cyclic_reviews())
+def test_gs_source_is_downloaded_and_converted(gcs_emulator, reviews_gz, tmp_path):
+    sample = reviews_gz
     upload(gcs_emulator, "raw/Video_Games.jsonl.gz", sample.read_bytes())
     result = download_cli(gcs_emulator, f"gs://{BUCKET}/raw/Video_Games.jsonl.gz", tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]

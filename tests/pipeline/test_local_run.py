@@ -11,22 +11,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import AMAZON_SAMPLE
-from helpers import cyclic_reviews, write_reviews_jsonl_gz
-
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def reviews_gz(tmp_path) -> Path:
-    """The real Amazon sample when ../shared/data is present, else synthetic reviews.
-
-    Either way the file has the official layout, so the pipeline always runs end to end.
-    """
-    sample = AMAZON_SAMPLE / "Video_Games.jsonl.gz"
-    if sample.is_file():
-        return sample
-    return write_reviews_jsonl_gz(tmp_path / "synthetic" / "Video_Games.jsonl.gz", cyclic_reviews())
 
 
 def test_run_from_an_amazon_mirror_logs_one_mlflow_run(

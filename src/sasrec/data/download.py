@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -89,10 +90,7 @@ def _fetch_http(url: str, dest: Path) -> None:
                     "check the URL (or --amazon-base-url / $SASREC_AMAZON_BASE_URL)"
                 )
             total = int(response.headers.get("Content-Length", 0)) or None
-            with dest.open("wb") as out, _progress(url, total) as bar:
-                for chunk in response.iter_content(_CHUNK_BYTES):
-                    out.write(chunk)
-                    bar.update(len(chunk))
+            _write_chunks(response.iter_content(_CHUNK_BYTES), dest, url, total)
     except requests.RequestException as err:
         raise SASRecError(f"download of {url} failed: {err}") from err
     if total is not None and dest.stat().st_size != total:
@@ -105,21 +103,23 @@ def _fetch_gcs(url: str, dest: Path) -> None:
     import fsspec  # gcsfs registers gs:// with fsspec
 
     try:
-        with (
-            fsspec.open(url, "rb") as src,
-            dest.open("wb") as out,
-            _progress(url, getattr(src, "size", None)) as bar,
-        ):
-            while chunk := src.read(_CHUNK_BYTES):
-                out.write(chunk)
-                bar.update(len(chunk))
+        with fsspec.open(url, "rb") as src:
+            chunks = iter(lambda: src.read(_CHUNK_BYTES), b"")
+            _write_chunks(chunks, dest, url, getattr(src, "size", None))
     except FileNotFoundError as err:
         raise SASRecError(f"download of {url} failed: no such object; check the URL") from err
 
 
-def _progress(url: str, total: int | None) -> tqdm:
+def _write_chunks(chunks: Iterable[bytes], dest: Path, url: str, total: int | None) -> None:
+    """Write a byte stream to `dest` with a progress bar (bytes, rate, ETA)."""
     name = Path(urlparse(url).path).name
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name)
+    with (
+        dest.open("wb") as out,
+        tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name) as bar,
+    ):
+        for chunk in chunks:
+            out.write(chunk)
+            bar.update(len(chunk))
 
 
 def read_interactions(path: Path, file_format: str) -> pl.DataFrame:
