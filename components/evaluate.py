@@ -1,7 +1,7 @@
-"""Evaluate component: ranking metrics over the whole catalogue and the paper's protocol."""
+"""Evaluate component: model and baselines on the whole catalogue and the sampled protocols."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 from components.images import image_uri
 
@@ -13,16 +13,22 @@ def evaluate(
     mlflow_tracking_uri: str,
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
+    report: Output[HTML],
 ):
-    """Rank each test user's held-out item; write metrics.json and log to MLflow.
+    """Rank each test user's held-out item; write metrics, breakdowns, report; log to MLflow.
 
     Args:
         model: Output of the train component.
         sequences: Output of the sequences component.
         mlflow_tracking_uri: MLflow tracking URI; empty for the one training used.
-        evaluation: Directory holding metrics.json.
+        evaluation: Directory holding metrics.json, breakdowns.csv and report.html.
         metrics: The same metrics, shown in the KFP UI.
+        report: The HTML report (tables, plots, example users), shown in the KFP UI.
     """
+    import shutil
+    from pathlib import Path
+
+    from sasrec.data.schema import REPORT_FILE
     from sasrec.steps import evaluate_step
 
     results = evaluate_step(
@@ -30,3 +36,4 @@ def evaluate(
     )
     for name, value in results.items():
         metrics.log_metric(name, value)
+    shutil.copyfile(Path(evaluation.path) / REPORT_FILE, report.path)

@@ -13,6 +13,8 @@ def train(
     mlflow_tracking_uri: str,
     mlflow_experiment: str,
     mlflow_run_name: str,
+    num_processes: int,
+    registered_model_name: str,
     model: Output[Model],
 ):
     """Train SASRec and write the self-describing model directory.
@@ -23,6 +25,8 @@ def train(
         mlflow_tracking_uri: MLflow tracking URI; empty for $MLFLOW_TRACKING_URI or the default.
         mlflow_experiment: MLflow experiment of the run.
         mlflow_run_name: MLflow run name.
+        num_processes: Data-parallel training processes, one per GPU (torchrun when > 1).
+        registered_model_name: Register the MLflow model under this name; empty: do not.
         model: Directory with weights, config and item vocabulary.
     """
     from sasrec.config import parse_hparams
@@ -31,5 +35,6 @@ def train(
     summary = train_step(
         sequences.path, model.path, parse_hparams(hparams),
         mlflow_tracking_uri or None, mlflow_experiment, mlflow_run_name,
+        num_processes=num_processes, registered_model_name=registered_model_name or None,
     )  # fmt: skip
     model.metadata.update(summary)

@@ -7,6 +7,7 @@ from kfp.dsl import Artifact, Model
 
 from components.download import download
 from components.evaluate import evaluate
+from components.recommend import recommend
 from components.sequences import sequences
 from components.train import train
 
@@ -32,6 +33,9 @@ def sasrec_pipeline(
     gpu_count: int = 1,
     mlflow_tracking_uri: str = "",
     mlflow_experiment: str = "sasrec",
+    registered_model_name: str = "",
+    write_recommendations: bool = True,
+    recommendations_k: int = 10,
 ) -> PipelineOutputs:
     """Train and evaluate SASRec on one source.
 
@@ -40,9 +44,12 @@ def sasrec_pipeline(
         amazon_base_url: Mirror of the Amazon Reviews 2023 files; empty for the official site.
         kcore: Minimum interactions per user and item; 0 disables the filter.
         hparams: Hyperparameter overrides, e.g. {"max_epochs": 50}.
-        gpu_count: GPUs requested by the train task.
+        gpu_count: GPUs requested by the train task, one data-parallel process each.
         mlflow_tracking_uri: MLflow tracking URI for every task; empty for each task's default.
         mlflow_experiment: MLflow experiment of the run.
+        registered_model_name: Register the trained model in MLflow under this name; empty: no.
+        write_recommendations: Also write every user's top-K items as Parquet.
+        recommendations_k: Items per user in the recommendations.
     """
     download_task = download(source=source, amazon_base_url=amazon_base_url)
     download_task.set_display_name("Download reviews")
@@ -56,6 +63,8 @@ def sasrec_pipeline(
         mlflow_tracking_uri=mlflow_tracking_uri,
         mlflow_experiment=mlflow_experiment,
         mlflow_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        num_processes=gpu_count,
+        registered_model_name=registered_model_name,
     )
     train_task.set_display_name("Train SASRec")
     train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
@@ -66,6 +75,14 @@ def sasrec_pipeline(
         mlflow_tracking_uri=mlflow_tracking_uri,
     )
     evaluate_task.set_display_name("Evaluate")
+
+    with dsl.If(write_recommendations == True):  # noqa: E712 - a KFP condition, not Python
+        recommend_task = recommend(
+            model=train_task.outputs["model"],
+            sequences=sequences_task.outputs["sequences"],
+            k=recommendations_k,
+        )
+        recommend_task.set_display_name("Recommend for every user")
 
     return PipelineOutputs(
         model=train_task.outputs["model"], evaluation=evaluate_task.outputs["evaluation"]

@@ -73,9 +73,15 @@ def reviews_gz(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh MLflow sqlite store, set as $MLFLOW_TRACKING_URI."""
+def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh MLflow sqlite store, set as $MLFLOW_TRACKING_URI and as this process's URI."""
+    import mlflow
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)  # default artifact locations land here, not in the repo
-    return uri
+    # An earlier test's mlflow.set_tracking_uri would otherwise outlive it in this process.
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(previous)

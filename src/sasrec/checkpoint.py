@@ -1,4 +1,4 @@
-"""The model artifact: a directory that describes itself (weights, config, item vocabulary)."""
+"""The model artifact (a directory that describes itself) and the per-epoch training checkpoint."""
 
 import dataclasses
 import shutil
@@ -49,3 +49,17 @@ def load_model_dir(model_dir: str | Path, device: torch.device) -> SASRec:
 def read_training_info(model_dir: str | Path) -> dict[str, Any]:
     """The training.json of a model artifact."""
     return read_json(Path(model_dir) / TRAINING_FILE)
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Write a training checkpoint atomically: a kill mid-write leaves the previous one."""
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def load_checkpoint(path: str | Path, device: torch.device) -> dict[str, Any] | None:
+    """The checkpoint at `path`, or None when there is none; read without unpickling objects."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    return torch.load(path, map_location=device, weights_only=True)

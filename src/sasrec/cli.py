@@ -53,11 +53,43 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hparams", default="", help=HPARAMS_HELP)
     train.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
     train.add_argument("--run-name", default=None, help="MLflow run name")
+    train.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI)"
+    )
+    train.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="per-epoch checkpoint, resumed by a rerun (default OUT.checkpoint)",
+    )
+    train.add_argument(
+        "--nproc", type=int, default=1, help="data-parallel processes (one per GPU) via torchrun"
+    )
+    train.add_argument("--register-as", default=None, help="register the MLflow model as NAME")
 
     evaluate = commands.add_parser("evaluate", help="ranking metrics on the test users")
     evaluate.add_argument("--model", required=True, type=Path, help="model directory")
     evaluate.add_argument("--sequences", required=True, type=Path, help="output of `sequences`")
-    evaluate.add_argument("--out", required=True, type=Path, help="directory for metrics.json")
+    evaluate.add_argument(
+        "--out", required=True, type=Path, help="directory for metrics.json and report.html"
+    )
+    evaluate.add_argument(
+        "--include-history",
+        action="store_true",
+        help="rank history items too (default: they are excluded from the full-catalogue rank)",
+    )
+
+    recommend = commands.add_parser(
+        "recommend", help="top-K items for a history, or for every user of a sequences dir"
+    )
+    recommend.add_argument("--model", required=True, type=Path, help="model directory")
+    targets = recommend.add_mutually_exclusive_group(required=True)
+    targets.add_argument("--history", nargs="+", metavar="ID", help="item ids, oldest first")
+    targets.add_argument(
+        "--sequences", type=Path, help="output of `sequences`: recommend for all its users"
+    )
+    recommend.add_argument("--out", type=Path, help="with --sequences: directory to write")
+    recommend.add_argument("-k", type=int, default=10, help="items to recommend (default 10)")
 
     run = commands.add_parser("run", help="run the whole KFP pipeline locally")
     _add_source_args(run)
@@ -79,10 +111,21 @@ def dispatch(args: argparse.Namespace) -> object:
     if args.command == "train":
         hparams = parse_hparams(args.hparams)
         return steps.train_step(
-            args.sequences, args.out, hparams, None, args.experiment, args.run_name
-        )
+            args.sequences, args.out, hparams, args.tracking_uri, args.experiment, args.run_name,
+            args.checkpoint_dir, args.nproc, args.register_as,
+        )  # fmt: skip
     if args.command == "evaluate":
-        return steps.evaluate_step(args.model, args.sequences, args.out)
+        return steps.evaluate_step(
+            args.model, args.sequences, args.out, exclude_history=not args.include_history
+        )
+    if args.command == "recommend":
+        if args.history:
+            from sasrec.recommend import recommend_for_history
+
+            return recommend_for_history(args.model, args.history, args.k)
+        if args.out is None:
+            raise SASRecError("--sequences needs --out, the directory to write")
+        return steps.recommend_step(args.model, args.sequences, args.out, args.k)
     from sasrec.local_run import run_pipeline_locally
 
     return run_pipeline_locally(

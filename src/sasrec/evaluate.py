@@ -1,36 +1,54 @@
-"""The evaluate step: rank each held-out item against the whole catalogue and sampled items."""
+"""The evaluate step: rank each held-out item against the whole catalogue and sampled items.
 
+Protocols, all on the same users:
+- full catalogue: the held-out item against every item, the user's history excluded
+  (`exclude_history=False` keeps it) -> `ndcg@k`, `hit@k`, `mrr@k`;
+- the paper's: against 100 items drawn uniformly from those the user never interacted
+  with -> `sampled_*`;
+- popularity-sampled: 100 such items drawn in proportion to their training count plus
+  one, a harder and less biased variant -> `popsampled_*`.
+"""
+
+import itertools
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 import torch
 
-from sasrec.checkpoint import load_model_dir
 from sasrec.data import schema
-from sasrec.device import resolve_device
 from sasrec.errors import SASRecError
-from sasrec.io import write_json
 from sasrec.metrics import rank_of_targets, ranking_metrics
-from sasrec.model import PAD, SASRec
+from sasrec.model import PAD
 from sasrec.tensors import pad_left
 
 log = logging.getLogger(__name__)
 
 NUM_SAMPLED_NEGATIVES = 100  # the paper's protocol
 SAMPLING_SEED = 2018
+TOP_K = 10  # recommendations kept per user: coverage, popularity of what is recommended
+
+# Scores every item as the next one: (B, L) item indices, left-padded -> (B, N + 1).
+Scorer = Callable[[torch.Tensor], torch.Tensor]
 
 
 def sample_unseen_items(
-    seen: torch.Tensor, num_items: int, num_samples: int, generator: torch.Generator
+    seen: torch.Tensor,
+    num_items: int,
+    num_samples: int,
+    generator: torch.Generator,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Uniform items in 1..num_items that are not in each row of `seen` (with replacement).
+    """Items in 1..num_items that are not in each row of `seen` (with replacement).
 
     Args:
         seen: (B, S) items each user interacted with, 0-padded.
         num_items: Catalogue size.
         num_samples: Samples per row.
         generator: CPU generator, so that a seed fixes the samples.
+        weights: (num_items + 1,) sampling weights (index 0 ignored); None for uniform.
 
     Returns:
         (B, num_samples) int64 tensor.
@@ -39,80 +57,151 @@ def sample_unseen_items(
     num_unseen = num_items - (seen_sorted != PAD).sum(1)
     if (num_unseen < 1).any():
         raise SASRecError("a user has interacted with every item: no negatives to sample")
-    samples = torch.randint(1, num_items + 1, (len(seen), num_samples), generator=generator)
+
+    def draw(count: int) -> torch.Tensor:
+        if weights is None:
+            return torch.randint(1, num_items + 1, (count,), generator=generator)
+        return torch.multinomial(weights[1:], count, replacement=True, generator=generator) + 1
+
+    samples = draw(len(seen) * num_samples).view(len(seen), num_samples)
     while True:
         # A sample is seen when the sorted row holds it at its insertion point.
         at = torch.searchsorted(seen_sorted, samples).clamp(max=seen_sorted.shape[1] - 1)
         rejected = seen_sorted.gather(1, at) == samples
         if not rejected.any():
             return samples
-        redraw = torch.randint(1, num_items + 1, (int(rejected.sum()),), generator=generator)
-        samples[rejected] = redraw
+        samples[rejected] = draw(int(rejected.sum()))
 
 
 def full_catalogue_ranks(
-    scores: torch.Tensor, history: torch.Tensor, targets: torch.Tensor
+    scores: torch.Tensor, history: torch.Tensor | None, targets: torch.Tensor
 ) -> torch.Tensor:
     """Rank of each target among all items except padding and the user's history.
 
     Args:
         scores: (B, N + 1) scores of every item; modified in place.
-        history: (B, S) items to exclude, 0-padded.
+        history: (B, S) items to exclude, 0-padded; None to rank against every item.
         targets: (B,) held-out items.
 
     Returns:
         (B,) 0-based ranks.
     """
     scores[:, PAD] = float("-inf")
-    scores.scatter_(1, history, float("-inf"))
+    if history is not None:
+        scores.scatter_(1, history, float("-inf"))
     return rank_of_targets(scores, targets)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One test user: recent history, held-out item and top recommendations, original ids."""
+
+    user_id: str
+    history: list[str]
+    target: str
+    recommendations: list[str]
+
+
+@dataclass(frozen=True)
+class HeldOutRanks:
+    """Per-user results of one scorer on one split, in the split's row order."""
+
+    full: torch.Tensor  # (U,) 0-based rank in the full catalogue
+    sampled: torch.Tensor | None  # (U,) among uniform negatives
+    popsampled: torch.Tensor | None  # (U,) among popularity-sampled negatives
+    top_items: torch.Tensor  # (U, TOP_K) the scorer's recommendations, history excluded
+
+    def metrics(self, prefix: str = "", ks: tuple[int, ...] | None = None) -> dict[str, float]:
+        """Flat metrics of every protocol that was run."""
+        kwargs = {"ks": ks} if ks else {}
+        metrics = ranking_metrics(self.full, prefix=prefix, **kwargs)
+        for protocol, ranks in (("sampled_", self.sampled), ("popsampled_", self.popsampled)):
+            if ranks is not None:
+                metrics |= ranking_metrics(ranks, prefix=prefix + protocol, **kwargs)
+        return metrics
 
 
 @torch.no_grad()
 def rank_held_out(
-    model: SASRec,
+    scorer: Scorer,
     held_out: pl.DataFrame,
+    num_items: int,
+    max_len: int,
+    popularity: torch.Tensor | None = None,
     num_sampled: int = NUM_SAMPLED_NEGATIVES,
+    exclude_history: bool = True,
+    device: torch.device | str = "cpu",
     batch_size: int = 1024,
     seed: int = SAMPLING_SEED,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """0-based ranks of each user's held-out item.
+) -> HeldOutRanks:
+    """Rank each user's held-out item under every protocol.
 
     Args:
-        model: A model in eval mode.
+        scorer: The model (in eval mode) or a baseline.
         held_out: Rows of `schema.HELD_OUT_SCHEMA`.
-        num_sampled: Negatives for the sampled protocol; 0 skips it.
+        num_items: Catalogue size.
+        max_len: Most recent items the scorer sees.
+        popularity: (num_items + 1,) training counts; enables the popularity-sampled protocol.
+        num_sampled: Negatives of the sampled protocols; 0 skips them.
+        exclude_history: Exclude the user's history items from the full-catalogue ranking.
+        device: Where scores are computed.
         batch_size: Users scored at once.
-        seed: Seed of the negative samples.
-
-    Returns:
-        (full-catalogue ranks with history items excluded, sampled ranks or None), each (U,).
+        seed: Seed of the negative samples (uniform and popularity draws use their own).
     """
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
+    uniform_generator = torch.Generator().manual_seed(seed)
+    popularity_generator = torch.Generator().manual_seed(seed + 1)
     # Score users in order of history length so each batch is only as wide as its longest
-    # history (most are short), then put the ranks back in the frame's order.
+    # history (most are short), then put the results back in the frame's order.
     order = held_out[schema.HISTORY].list.len().arg_sort().to_numpy(writable=True)
     by_length = held_out[order]
-    order = torch.from_numpy(order).long()
-    full_ranks, sampled_ranks = [], []
+    full, sampled, popsampled, top_items = [], [], [], []
     for batch in by_length.iter_slices(batch_size):
         history = pad_left(batch[schema.HISTORY])  # (B, S) the whole history, for exclusion
         targets = torch.from_numpy(batch[schema.TARGET].to_numpy(writable=True)).long()  # (B,)
-        inputs = history[:, -model.config.max_len :].to(device)
-        scores = model.score_all_items(inputs).float()  # (B, N + 1)
+        scores = scorer(history[:, -max_len:].to(device)).float()  # (B, N + 1)
         if num_sampled:
             seen = torch.cat([history, targets.unsqueeze(1)], dim=1)
-            negatives = sample_unseen_items(seen, model.config.num_items, num_sampled, generator)
-            candidates = torch.cat([targets.unsqueeze(1), negatives], dim=1).to(device)
-            zeros = torch.zeros(len(batch), dtype=torch.long, device=device)
-            sampled_ranks.append(rank_of_targets(scores.gather(1, candidates), zeros).cpu())
-        full_ranks.append(
-            full_catalogue_ranks(scores, history.to(device), targets.to(device)).cpu()
-        )
-    return _unsort(torch.cat(full_ranks), order), (
-        _unsort(torch.cat(sampled_ranks), order) if num_sampled else None
+            sampled.append(
+                _sampled_ranks(scores, targets, seen, num_items, num_sampled, uniform_generator)
+            )
+            if popularity is not None:
+                popsampled.append(
+                    _sampled_ranks(
+                        scores,
+                        targets,
+                        seen,
+                        num_items,
+                        num_sampled,
+                        popularity_generator,
+                        popularity.double() + 1.0,  # add-one: every unseen item can be drawn
+                    )
+                )
+        excluded = history.to(device) if exclude_history else None
+        full.append(full_catalogue_ranks(scores, excluded, targets.to(device)).cpu())
+        top_items.append(scores.topk(min(TOP_K, num_items), dim=1).indices.cpu())
+    restore = torch.from_numpy(order).long()
+    return HeldOutRanks(
+        full=_unsort(torch.cat(full), restore),
+        sampled=_unsort(torch.cat(sampled), restore) if sampled else None,
+        popsampled=_unsort(torch.cat(popsampled), restore) if popsampled else None,
+        top_items=_unsort(torch.cat(top_items), restore),
     )
+
+
+def _sampled_ranks(
+    scores: torch.Tensor,
+    targets: torch.Tensor,
+    seen: torch.Tensor,
+    num_items: int,
+    num_sampled: int,
+    generator: torch.Generator,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Rank of each target among `num_sampled` negatives the user has not seen: (B,)."""
+    negatives = sample_unseen_items(seen, num_items, num_sampled, generator, weights)
+    candidates = torch.cat([targets.unsqueeze(1), negatives], dim=1).to(scores.device)
+    zeros = torch.zeros(len(targets), dtype=torch.long, device=scores.device)
+    return rank_of_targets(scores.gather(1, candidates), zeros).cpu()
 
 
 def _unsort(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
@@ -122,24 +211,179 @@ def _unsort(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return restored
 
 
-def evaluate_model(
-    model_dir: str | Path, sequences_dir: str | Path, out_dir: str | Path, device: str = "auto"
-) -> dict[str, float]:
-    """Test-set metrics of a model artifact, written to `out_dir/metrics.json`.
+def item_popularity(train: pl.DataFrame, num_items: int) -> torch.Tensor:
+    """(num_items + 1,) float counts of each item in the training sequences; 0 at padding."""
+    items = train[schema.ITEM_SEQUENCE].explode().drop_nulls().to_numpy(writable=True)
+    items = torch.from_numpy(items)
+    return torch.bincount(items.long(), minlength=num_items + 1).double()
 
-    Full-catalogue metrics (`ndcg@10`, `hit@10`) rank the held-out item against every item
-    the user has not interacted with; the paper's sampled metrics (`sampled_ndcg@10`,
-    `sampled_hit@10`) rank it among 100 uniformly sampled such items.
-    """
-    test = pl.read_parquet(Path(sequences_dir) / schema.TEST_FILE)
-    model = load_model_dir(model_dir, resolve_device(device))
-    full_ranks, sampled_ranks = rank_held_out(model, test)
-    metrics = {
-        **ranking_metrics(full_ranks),
-        **ranking_metrics(sampled_ranks, prefix="sampled_"),
-        "num_test_users": float(len(full_ranks)),
+
+def beyond_accuracy(
+    top_items: torch.Tensor, popularity: torch.Tensor, num_items: int
+) -> dict[str, float]:
+    """Catalogue coverage of the top-K lists and the mean training count of their items."""
+    return {
+        f"coverage@{TOP_K}": top_items.unique().numel() / num_items,
+        f"mean_popularity@{TOP_K}": popularity[top_items].mean().item(),
     }
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    write_json(metrics, Path(out_dir) / schema.METRICS_FILE)
-    log.info("test metrics: %s", metrics)
+
+
+HISTORY_BUCKETS = (1, 3, 5, 10, 20, 50)  # lower bounds of history-length buckets
+POPULARITY_BUCKETS = (0, 10, 100, 1000, 10_000)  # lower bounds of training-count buckets
+
+
+def bucket_labels(values: torch.Tensor, bounds: tuple[int, ...]) -> list[str]:
+    """Label each value with its bucket: "1-2", "3-4", ..., "50+"."""
+    names = [
+        f"{low}-{high - 1}" if high - 1 > low else str(low)
+        for low, high in itertools.pairwise(bounds)
+    ] + [f"{bounds[-1]}+"]
+    index = torch.bucketize(values, torch.tensor(bounds[1:], dtype=values.dtype), right=True)
+    return [names[i] for i in index.tolist()]
+
+
+def breakdowns(
+    held_out: pl.DataFrame, popularity: torch.Tensor, ranks: dict[str, torch.Tensor]
+) -> pl.DataFrame:
+    """NDCG@10 and HR@10 of each scorer by history-length and target-popularity bucket.
+
+    Args:
+        held_out: The evaluated split.
+        popularity: Training counts per item.
+        ranks: Full-catalogue ranks per scorer name, in `held_out`'s row order.
+
+    Returns:
+        Rows of (breakdown, bucket, users, scorer, ndcg@10, hit@10), buckets in order.
+    """
+    lengths = torch.from_numpy(held_out[schema.HISTORY].list.len().to_numpy().astype("int64"))
+    targets = torch.from_numpy(held_out[schema.TARGET].to_numpy().astype("int64"))
+    per_user = pl.DataFrame({
+        "history_length": bucket_labels(lengths, HISTORY_BUCKETS),
+        "target_popularity": bucket_labels(popularity[targets].long(), POPULARITY_BUCKETS),
+        **{f"{name}_rank": rank.numpy() for name, rank in ranks.items()},
+    })  # fmt: skip
+    frames = []
+    for breakdown in ("history_length", "target_popularity"):
+        for name in ranks:
+            rank = pl.col(f"{name}_rank")
+            frames.append(
+                per_user.group_by(pl.col(breakdown).alias("bucket"))
+                .agg(
+                    pl.len().alias("users"),
+                    pl.when(rank < 10)
+                    .then(1.0 / (rank + 2).log(2))
+                    .otherwise(0.0)
+                    .mean()
+                    .alias("ndcg@10"),
+                    (rank < 10).mean().alias("hit@10"),
+                )
+                .with_columns(breakdown=pl.lit(breakdown), scorer=pl.lit(name))
+                .with_columns(order=pl.col("bucket").str.extract(r"^(\d+)").cast(pl.Int64))
+            )
+    columns = ["breakdown", "bucket", "users", "scorer", "ndcg@10", "hit@10"]
+    return pl.concat(frames).sort("breakdown", "order", "scorer").select(columns)
+
+
+def example_users(
+    test: pl.DataFrame, top_items: torch.Tensor, item_ids: list[str], count: int = 5
+) -> list[Example]:
+    """A seeded sample of test users with recent history and top items in original ids."""
+    rows = torch.randperm(test.height, generator=torch.Generator().manual_seed(SAMPLING_SEED))
+    examples = []
+    for row in rows[:count].tolist():
+        user, history, target = test.row(row)
+        examples.append(
+            Example(
+                user_id=user,
+                history=[item_ids[i] for i in history[-8:]],
+                target=item_ids[target],
+                recommendations=[item_ids[i] for i in top_items[row].tolist()],
+            )
+        )
+    return examples
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    sequences_dir: str | Path,
+    out_dir: str | Path,
+    device: str = "auto",
+    exclude_history: bool = True,
+) -> dict[str, float]:
+    """Evaluate a model artifact and both baselines; write metrics, breakdowns and report.
+
+    Writes into `out_dir`: `metrics.json` (flat keys: test metrics unprefixed, validation
+    `val_*`, baselines `baseline_<name>_*`), `breakdowns.csv` and `report.html`.
+
+    Returns:
+        The metrics of metrics.json.
+    """
+    from sasrec.baselines import PopularityScorer, TransitionScorer
+    from sasrec.checkpoint import load_model_dir, read_training_info
+    from sasrec.device import resolve_device
+    from sasrec.io import atomic_path, read_json, write_json
+    from sasrec.report import render_report
+
+    sequences_dir = Path(sequences_dir)
+    train, valid, test = (
+        pl.read_parquet(sequences_dir / name)
+        for name in (schema.TRAIN_FILE, schema.VALID_FILE, schema.TEST_FILE)
+    )
+    torch_device = resolve_device(device)
+    model = load_model_dir(model_dir, torch_device)
+    num_items, max_len = model.config.num_items, model.config.max_len
+    popularity = item_popularity(train, num_items)
+    scorers: dict[str, Scorer] = {
+        "sasrec": model,
+        "transition": TransitionScorer(train, popularity),
+        "popularity": PopularityScorer(popularity),
+    }
+    args = {"num_items": num_items, "max_len": max_len, "exclude_history": exclude_history}
+    test_ranks = {
+        name: rank_held_out(
+            scorer,
+            test,
+            popularity=popularity if name == "sasrec" else None,
+            num_sampled=NUM_SAMPLED_NEGATIVES if name == "sasrec" else 0,
+            device=torch_device,
+            **args,
+        )
+        for name, scorer in scorers.items()
+    }
+    valid_ranks = rank_held_out(model, valid, popularity=popularity, device=torch_device, **args)
+    scorer_metrics = {
+        name: ranks.metrics() | beyond_accuracy(ranks.top_items, popularity, num_items)
+        for name, ranks in test_ranks.items()
+    }
+    metrics = test_ranks["sasrec"].metrics() | valid_ranks.metrics(prefix="val_")
+    metrics |= beyond_accuracy(test_ranks["sasrec"].top_items, popularity, num_items)
+    for name in ("transition", "popularity"):
+        metrics |= {f"baseline_{name}_{k}": v for k, v in scorer_metrics[name].items()}
+    metrics |= {"num_test_users": float(test.height), "num_valid_users": float(valid.height)}
+    by_bucket = breakdowns(test, popularity, {n: r.full for n, r in test_ranks.items()})
+    item_ids = ["<pad>", *pl.read_parquet(sequences_dir / schema.ITEM_VOCAB_FILE)[schema.ITEM_ID]]
+    training = read_training_info(model_dir)
+    context = {
+        "users evaluated (test)": test.height,
+        "items": num_items,
+        "history items excluded from rankings": exclude_history,
+        "loss": training["hparams"]["loss"],
+        "epochs run (best)": f"{training['epochs_run']} ({training['best_epoch']})",
+        **{f"data {k}": v for k, v in read_json(sequences_dir / schema.STATS_FILE).items()},
+    }
+    page = render_report(
+        metrics, scorer_metrics, by_bucket,
+        example_users(test, test_ranks["sasrec"].top_items, item_ids), context,
+    )  # fmt: skip
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        write_json(metrics, tmp / schema.METRICS_FILE)
+        by_bucket.write_csv(tmp / schema.BREAKDOWNS_FILE)
+        (tmp / schema.REPORT_FILE).write_text(page, encoding="utf-8")
+    log.info(
+        "test ndcg@10 %.4f (transition %.4f, popularity %.4f)",
+        metrics["ndcg@10"],
+        metrics["baseline_transition_ndcg@10"],
+        metrics["baseline_popularity_ndcg@10"],
+    )
     return metrics

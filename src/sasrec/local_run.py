@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sasrec.config import HParams
-from sasrec.data.schema import METRICS_FILE
+from sasrec.data.schema import METRICS_FILE, RECOMMENDATIONS_FILE, REPORT_FILE
 from sasrec.data.sources import amazon_2023_base_url, detect_format, is_remote, resolve_source
 from sasrec.errors import SASRecError
 from sasrec.io import atomic_path, read_json, write_json
@@ -61,12 +61,35 @@ def run_pipeline_locally(
         )
     except RuntimeError as err:  # kfp.local raises it when a task fails
         raise SASRecError(_failure_message(str(err))) from err
-    with atomic_path(output_dir / "model") as tmp:
-        shutil.copytree(run.outputs["model"].path, tmp)
-    metrics = read_json(Path(run.outputs["evaluation"].path) / METRICS_FILE)
+    for name, output in (("model", "model"), ("evaluation", "evaluation")):
+        with atomic_path(output_dir / name) as tmp:
+            shutil.copytree(run.outputs[output].path, tmp)
+    metrics = read_json(output_dir / "evaluation" / METRICS_FILE)
     write_json(metrics, output_dir / METRICS_FILE)
-    log.info("model: %s, metrics: %s", output_dir / "model", output_dir / METRICS_FILE)
+    recommendations = _latest_recommendations(output_dir / "pipeline_root")
+    if recommendations:
+        with atomic_path(output_dir / recommendations.name) as tmp:
+            shutil.copyfile(recommendations, tmp)
+    log.info(
+        "model: %s, metrics: %s, report: %s",
+        output_dir / "model",
+        output_dir / METRICS_FILE,
+        output_dir / "evaluation" / REPORT_FILE,
+    )
     return metrics
+
+
+def _latest_recommendations(pipeline_root: Path) -> Path | None:
+    """The recommendations file of the newest local run, or None.
+
+    A conditional task's output cannot be a pipeline output, so it is looked up where the
+    local runner writes task outputs.
+    """
+    found = sorted(
+        pipeline_root.glob(f"*/recommend/recommendations/{RECOMMENDATIONS_FILE}"),
+        key=lambda path: path.stat().st_mtime,
+    )
+    return found[-1] if found else None
 
 
 def _failure_message(kfp_error: str) -> str:

@@ -10,19 +10,29 @@ def ndcg_at_k(ranks: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def hit_at_k(ranks: torch.Tensor, k: int) -> torch.Tensor:
-    """Per-user HR@k: 1 when the held-out item is in the top k."""
+    """Per-user HR@k: 1 when the held-out item is in the top k (= recall@k, one item)."""
     return (ranks < k).double()
 
 
+def mrr_at_k(ranks: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-user reciprocal rank cut at k: 1/(rank + 1) inside the top k, else 0."""
+    reciprocal = 1.0 / (ranks.double() + 1.0)
+    return torch.where(ranks < k, reciprocal, torch.zeros_like(reciprocal))
+
+
+METRICS_AT_K = {"ndcg": ndcg_at_k, "hit": hit_at_k, "mrr": mrr_at_k}
+KS = (1, 5, 10, 20, 50)
+
+
 def ranking_metrics(
-    ranks: torch.Tensor, ks: tuple[int, ...] = (10,), prefix: str = ""
+    ranks: torch.Tensor, ks: tuple[int, ...] = KS, prefix: str = ""
 ) -> dict[str, float]:
-    """Mean NDCG@k and HR@k over users, as flat keys like `ndcg@10`, `hit@10`."""
-    metrics = {}
-    for k in ks:
-        metrics[f"{prefix}ndcg@{k}"] = ndcg_at_k(ranks, k).mean().item()
-        metrics[f"{prefix}hit@{k}"] = hit_at_k(ranks, k).mean().item()
-    return metrics
+    """Mean NDCG@k, HR@k and MRR@k over users, as flat keys like `ndcg@10`, `mrr@10`."""
+    return {
+        f"{prefix}{name}@{k}": metric(ranks, k).mean().item()
+        for k in ks
+        for name, metric in METRICS_AT_K.items()
+    }
 
 
 def rank_of_targets(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -33,4 +43,5 @@ def rank_of_targets(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
         targets: (B,) column index of each row's held-out item.
     """
     target_scores = scores.gather(1, targets.unsqueeze(1))  # (B, 1)
-    return (scores >= target_scores).sum(1) - 1
+    # An int32 sum of the comparison is ~2x faster than the default int64 one on CPU.
+    return (scores >= target_scores).sum(1, dtype=torch.int32) - 1

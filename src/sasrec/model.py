@@ -1,8 +1,10 @@
 """SASRec (Kang & McAuley, ICDM 2018): a causal self-attention encoder over item sequences.
 
 Sequences are left-padded with item 0. Positions are counted from the most recent item, so
-trimming a batch's leading padding changes nothing, and the output embedding of each item is
-its input embedding (shared weights).
+trimming a batch's leading padding changes nothing. The score of an item is the dot product
+of the final hidden state with the item's input embedding (shared weights, as in the paper)
+plus a learned per-item bias, which the paper lacks: it holds the item's overall
+popularity, so the embeddings need not (docs/benchmarks.md measures what it changes).
 """
 
 import math
@@ -96,6 +98,7 @@ class SASRec(nn.Module):
         super().__init__()
         self.config = config
         self.item_emb = nn.Embedding(config.num_items + 1, config.hidden_size, padding_idx=PAD)
+        self.item_bias = nn.Parameter(torch.zeros(config.num_items + 1))
         self.pos_emb = nn.Embedding(config.max_len, config.hidden_size)
         self.emb_dropout = Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_blocks))
@@ -109,17 +112,19 @@ class SASRec(nn.Module):
         if isinstance(module, nn.Embedding) and module.padding_idx is not None:
             module.weight.data[module.padding_idx].zero_()
 
-    def encode(self, item_ids: torch.Tensor) -> torch.Tensor:
+    def encode(
+        self, item_ids: torch.Tensor, item_vectors: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Hidden state after each position: item_ids (B, L) -> (B, L, D).
 
-        The state at position t depends only on items at positions <= t.
+        The state at position t depends only on items at positions <= t. `item_vectors`
+        (B, L, D), when given, are `item_emb(item_ids)` looked up by the caller.
         """
-        return self._encode_embedded(item_ids, self.item_emb(item_ids))
-
-    def _encode_embedded(self, item_ids: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
         length = item_ids.shape[1]
         if length > self.config.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}")
+        if item_vectors is None:
+            item_vectors = self.item_emb(item_ids)
         is_item = item_ids != PAD  # (B, L)
         # Distance from the most recent position: length-1 ... 0.
         positions = torch.arange(length - 1, -1, -1, device=item_ids.device)
@@ -133,33 +138,11 @@ class SASRec(nn.Module):
             x = block(x, allowed) * is_item.unsqueeze(-1)
         return self.ln_out(x)
 
-    def forward(
-        self, item_ids: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
-    ) -> torch.Tensor:
-        """The paper's BCE loss over positions with an input item and a next item.
-
-        Args:
-            item_ids: (B, L) input items, left-padded with 0.
-            positives: (B, L) the next item at each position (0 where there is none).
-            negatives: (B, L, N) sampled items that are not the next item.
-        """
-        # One embedding lookup for all ids: each lookup's backward fills a dense
-        # (num_items + 1, D) gradient, which dominates a CPU step.
-        ids = torch.cat([item_ids.unsqueeze(-1), positives.unsqueeze(-1), negatives], dim=-1)
-        vectors = self.item_emb(ids)  # (B, L, 2 + N, D)
-        hidden = self._encode_embedded(item_ids, vectors[:, :, 0])  # (B, L, D)
-        logits = torch.einsum("bld,blkd->blk", hidden, vectors[:, :, 1:])  # (B, L, 1 + N)
-        is_target = (item_ids != PAD) & (positives != PAD)
-        pos_logits, neg_logits = logits[is_target][:, 0], logits[is_target][:, 1:]
-        pos_loss = F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits))
-        neg_loss = F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits))
-        return pos_loss + neg_loss
-
-    @torch.no_grad()
-    def score_all_items(self, item_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Scores of every item as the next one: item_ids (B, L) -> (B, num_items + 1).
 
-        Column 0 is padding; callers mask it.
+        Column 0 is padding; callers mask it. Training objectives are in `sasrec.losses`.
         """
         last_hidden = self.encode(item_ids)[:, -1, :]  # (B, D)
-        return last_hidden @ self.item_emb.weight.T
+        # One fused pass over the (B, N + 1) output: it is the largest tensor of scoring.
+        return torch.addmm(self.item_bias, last_hidden, self.item_emb.weight.T)

@@ -5,7 +5,9 @@ sequences images carry no torch.
 """
 
 import dataclasses
+import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,12 @@ from sasrec.config import HParams
 from sasrec.data import schema
 from sasrec.data.download import DEFAULT_CACHE_DIR, download_interactions
 from sasrec.data.sequences import build_sequences
-from sasrec.io import read_json
+from sasrec.io import read_json, write_json
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"  # in the checkpoint directory, beside:
+CHECKPOINT_RUN_FILE = "mlflow_run.json"  # the MLflow run a resumed job continues
 
 
 def download_step(
@@ -37,6 +42,12 @@ def sequences_step(
     return build_sequences(interactions_path, out_dir, kcore)
 
 
+def default_checkpoint_dir(model_dir: str | Path) -> Path:
+    """`<model_dir>.checkpoint`: beside the output, so a retried task finds it again."""
+    model_dir = Path(model_dir)
+    return model_dir.with_name(model_dir.name + ".checkpoint")
+
+
 def train_step(
     sequences_dir: str | Path,
     model_dir: str | Path,
@@ -44,26 +55,123 @@ def train_step(
     tracking_uri: str | None = None,
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     run_name: str | None = None,
+    checkpoint_dir: str | Path | None = None,
+    num_processes: int = 1,
+    registered_model_name: str | None = None,
 ) -> dict[str, Any]:
-    """Train in a new MLflow run: hyperparameters, data stats, per-epoch metrics, the model.
+    """Train in an MLflow run: hyperparameters, data stats, per-epoch metrics, the model.
 
     The run id is stored in the model's training.json so that evaluation logs to the same run.
+    A checkpoint is kept in `checkpoint_dir` (default `<model_dir>.checkpoint`) after every
+    epoch; rerunning the step after a kill continues from it, in the same MLflow run.
+
+    Args:
+        sequences_dir: Output of the sequences step.
+        model_dir: The model directory to write.
+        hparams: Hyperparameters.
+        tracking_uri: MLflow tracking URI; None for $MLFLOW_TRACKING_URI or the default.
+        experiment: MLflow experiment of a new run.
+        run_name: MLflow name of a new run.
+        checkpoint_dir: Where the per-epoch checkpoint and the run id are kept.
+        num_processes: Data-parallel processes (one per GPU); more than 1 relaunches this
+            step under torchrun.
+        registered_model_name: Also register the MLflow model under this name.
     """
+    from sasrec import distributed
+
+    checkpoint_dir = Path(checkpoint_dir or default_checkpoint_dir(model_dir))
+    if num_processes > 1 and not distributed.launched_by_torchrun():
+        args = train_cli_args(
+            sequences_dir, model_dir, hparams, tracking_uri, experiment, run_name,
+            checkpoint_dir, registered_model_name,
+        )  # fmt: skip
+        distributed.relaunch_with_torchrun(num_processes, ["sasrec.cli", "train", *args])
+        return read_json(Path(model_dir) / "training.json")
+    from sasrec.device import resolve_device
+
+    with distributed.process_group(resolve_device(hparams.device)):
+        if distributed.is_main_process():
+            return _train_tracked(
+                sequences_dir, model_dir, hparams, tracking_uri, experiment, run_name,
+                checkpoint_dir, registered_model_name,
+            )  # fmt: skip
+        from sasrec.train import train_sasrec
+
+        checkpoint_path = checkpoint_dir / CHECKPOINT_FILE
+        return train_sasrec(sequences_dir, model_dir, hparams, checkpoint_path=checkpoint_path)[1]
+
+
+def _train_tracked(
+    sequences_dir: str | Path,
+    model_dir: str | Path,
+    hparams: HParams,
+    tracking_uri: str | None,
+    experiment: str,
+    run_name: str | None,
+    checkpoint_dir: Path,
+    registered_model_name: str | None,
+) -> dict[str, Any]:
     from sasrec.train import train_sasrec
 
     stats = read_json(Path(sequences_dir) / schema.STATS_FILE)
-    with tracking.mlflow_run(tracking_uri, experiment, run_name) as run_id:
-        tracking.log_params(
-            dataclasses.asdict(hparams) | {f"data_{k}": v for k, v in stats.items()}
-        )
+    previous = checkpoint_dir / CHECKPOINT_RUN_FILE
+    resumed_run = None
+    if (checkpoint_dir / CHECKPOINT_FILE).exists() and previous.exists():
+        resumed_run = read_json(previous)["run_id"]
+        if not tracking.run_exists(tracking_uri, resumed_run):
+            resumed_run = None
+    with tracking.mlflow_run(tracking_uri, experiment, run_name, resumed_run) as run_id:
+        if resumed_run:
+            log.info("continuing MLflow run %s from the checkpoint in %s", run_id, checkpoint_dir)
+        else:
+            write_json({"run_id": run_id}, previous)
+            tracking.log_params(
+                dataclasses.asdict(hparams)
+                | {f"data_{k}": v for k, v in stats.items()}
+                | tracking.code_version()
+            )
         lineage = {
             "mlflow_run_id": run_id,
             "mlflow_tracking_uri": tracking.resolve_tracking_uri(tracking_uri),
         }
-        summary = train_sasrec(sequences_dir, model_dir, hparams, lineage, tracking.log_metrics)
+        model, summary = train_sasrec(
+            sequences_dir,
+            model_dir,
+            hparams,
+            lineage,
+            tracking.log_metrics,
+            checkpoint_dir / CHECKPOINT_FILE,
+        )
         tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
-        tracking.log_artifacts(model_dir, "model")
+        tracking.set_tags({"data_fingerprint": summary["data_fingerprint"]})
+        tracking.log_artifacts(model_dir, "model_dir")
+        tracking.log_pytorch_model(model, registered_model_name)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return summary | lineage
+
+
+def train_cli_args(
+    sequences_dir: str | Path,
+    model_dir: str | Path,
+    hparams: HParams,
+    tracking_uri: str | None,
+    experiment: str,
+    run_name: str | None,
+    checkpoint_dir: Path,
+    registered_model_name: str | None,
+) -> list[str]:
+    """The `sasrec train` arguments that run this same step in each torchrun worker."""
+    args = ["--sequences", str(sequences_dir), "--out", str(model_dir)]
+    args += ["--hparams", json.dumps(dataclasses.asdict(hparams)), "--experiment", experiment]
+    args += ["--checkpoint-dir", str(checkpoint_dir)]
+    for flag, value in (
+        ("--tracking-uri", tracking_uri),
+        ("--run-name", run_name),
+        ("--register-as", registered_model_name),
+    ):
+        if value:
+            args += [flag, value]
+    return args
 
 
 def evaluate_step(
@@ -71,12 +179,16 @@ def evaluate_step(
     sequences_dir: str | Path,
     out_dir: str | Path,
     tracking_uri: str | None = None,
+    exclude_history: bool = True,
 ) -> dict[str, float]:
-    """Evaluate on the test users; log the metrics to the model's MLflow run when it has one."""
+    """Evaluate the model and the baselines; log metrics and report to the model's MLflow run.
+
+    Writes metrics.json, breakdowns.csv and report.html into `out_dir`.
+    """
     from sasrec.checkpoint import read_training_info
     from sasrec.evaluate import evaluate_model
 
-    metrics = evaluate_model(model_dir, sequences_dir, out_dir)
+    metrics = evaluate_model(model_dir, sequences_dir, out_dir, exclude_history=exclude_history)
     info = read_training_info(model_dir)
     run_id, uri = info.get("mlflow_run_id"), tracking_uri or info.get("mlflow_tracking_uri")
     if run_id and tracking.run_exists(uri, run_id):
@@ -92,3 +204,13 @@ def evaluate_step(
             uri,
         )
     return metrics
+
+
+def recommend_step(
+    model_dir: str | Path, sequences_dir: str | Path, out_dir: str | Path, k: int = 10
+) -> dict[str, int]:
+    """Write every user's top-k unseen items to `out_dir/recommendations.parquet`."""
+    from sasrec.recommend import recommend_all_users
+
+    out_path = Path(out_dir) / schema.RECOMMENDATIONS_FILE
+    return recommend_all_users(model_dir, sequences_dir, out_path, k)

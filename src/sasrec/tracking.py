@@ -4,7 +4,9 @@ MLflow is imported inside functions so that the library imports without it.
 """
 
 import contextlib
+import copy
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,3 +86,64 @@ def log_artifacts(local_dir: str | Path, artifact_path: str) -> None:
     import mlflow
 
     mlflow.log_artifacts(str(local_dir), artifact_path=artifact_path)
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    """Tag the active run."""
+    import mlflow
+
+    mlflow.set_tags(tags)
+
+
+def code_version() -> dict[str, str]:
+    """The package version and, from $SASREC_GIT_COMMIT or a git checkout, the commit."""
+    from sasrec import __version__
+
+    commit = os.environ.get("SASREC_GIT_COMMIT")
+    if not commit:
+        try:
+            commit = subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                cwd=Path(__file__).parent,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            commit = "unknown"
+    return {"code_version": __version__, "git_commit": commit}
+
+
+def log_pytorch_model(model: Any, registered_model_name: str | None = None) -> str:
+    """Log the model with MLflow's PyTorch flavour; returns its model URI.
+
+    Input: (batch, max_len) int64 item indices, left-padded with 0; output: (batch,
+    num_items + 1) float scores of every item as the next one (column 0 is padding). The
+    `sasrec` package travels with the model, so `mlflow.pytorch.load_model` works anywhere;
+    loading unpickles it, so load only models you trust (the pipeline itself reads the
+    weights-only `model.pt`).
+    """
+    import mlflow
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    import sasrec
+
+    cpu_model = copy.deepcopy(model).cpu().eval()
+    num_example = min(3, cpu_model.config.num_items)
+    example = np.zeros((1, cpu_model.config.max_len), dtype=np.int64)
+    example[0, -num_example:] = np.arange(1, num_example + 1)
+    with torch.no_grad():
+        scores = cpu_model(torch.from_numpy(example)).numpy()
+    info = mlflow.pytorch.log_model(
+        cpu_model,
+        name="model",
+        signature=infer_signature(example, scores),
+        input_example=example,
+        code_paths=[str(Path(sasrec.__file__).parent)],
+        # torch.export ("pt2", MLflow's default) fixes the batch size of the input example.
+        serialization_format="pickle",
+        registered_model_name=registered_model_name,
+    )
+    return info.model_uri

@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import hashlib
 import logging
 import math
 import time
@@ -12,16 +13,18 @@ from typing import Any
 
 import polars as pl
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from sasrec.checkpoint import save_model_dir
+from sasrec import distributed
+from sasrec.checkpoint import load_checkpoint, save_checkpoint, save_model_dir
 from sasrec.config import HParams
 from sasrec.data import schema
 from sasrec.device import resolve_device
 from sasrec.errors import SASRecError
 from sasrec.evaluate import rank_held_out
 from sasrec.io import read_json
-from sasrec.metrics import ranking_metrics
+from sasrec.losses import NextItemObjective, gbce_beta, sample_negatives
 from sasrec.model import PAD, SASRec, SASRecConfig
 from sasrec.tensors import length_bucketed_batches, pad_left
 
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MetricsCallback = Callable[[dict[str, float], int], None]
 SELECTION_METRIC = "val_ndcg@10"
+RESUMABLE_CHANGES = ("device", "max_epochs")  # hparams a resumed run may change
 
 
 def _no_logging(metrics: dict[str, float], epoch: int) -> None:
@@ -36,39 +40,52 @@ def _no_logging(metrics: dict[str, float], epoch: int) -> None:
 
 
 def train_epoch(
-    model: SASRec,
+    trainer: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     sequences: torch.Tensor,
     lengths: torch.Tensor,
     hparams: HParams,
     generator: torch.Generator,
+    num_items: int,
 ) -> float:
-    """One pass over the training sequences; returns the mean loss.
+    """One pass over the training sequences; returns the mean loss over all processes.
 
     Args:
-        model: The model, in train mode.
+        trainer: `NextItemObjective` (or its DDP wrapper), in train mode.
         optimizer: Its optimizer.
         sequences: (U, max_len + 1) left-padded item sequences, on the model's device.
         lengths: (U,) non-padding items per row (at least 2), on CPU.
-        hparams: Batch size and negatives.
-        generator: CPU generator for batch order and negative samples.
+        hparams: Batch size, loss and negatives.
+        generator: CPU generator for batch order and negative samples; every process draws
+            the same numbers and keeps its own rows of each batch.
+        num_items: Catalogue size.
     """
-    num_items = model.config.num_items
-    total_loss, num_batches = 0.0, 0
+    device = sequences.device
+    rank, world = distributed.rank_and_world()
+    total_loss = torch.zeros((), device=device)
+    num_batches = 0
+    use_bf16 = device.type == "cuda"
     for rows in length_bucketed_batches(lengths, hparams.batch_size, generator):
         width = int(lengths[rows].max())
-        batch = sequences[rows.to(sequences.device), -width:]  # (B, W) trimmed to the longest
+        batch = sequences[rows.to(device), -width:]  # (B, W) trimmed to the longest
         inputs, positives = batch[:, :-1], batch[:, 1:]
-        negatives = torch.randint(
-            1, num_items + 1, (*positives.shape, hparams.num_negatives), generator=generator
-        ).to(sequences.device)  # (B, W - 1, N); a clash with a positive has odds 1/num_items
-        loss = model(inputs, positives, negatives)
+        negatives = sample_negatives(
+            hparams.loss, hparams.num_negatives, positives.shape, num_items, generator
+        )
+        if world > 1:
+            if len(rows) < world:
+                continue  # every process needs a row
+            inputs, positives = inputs[rank::world], positives[rank::world]
+            if negatives.dim() == 3:
+                negatives = negatives[rank::world]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = trainer(inputs, positives, negatives.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total_loss += loss.item()
+        total_loss += loss.detach()  # no .item(): a GPU would wait for every step
         num_batches += 1
-    return total_loss / max(num_batches, 1)
+    return distributed.mean_over_processes(total_loss / max(num_batches, 1))
 
 
 def training_tensors(train: pl.DataFrame, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,10 +95,21 @@ def training_tensors(train: pl.DataFrame, max_len: int) -> tuple[torch.Tensor, t
     return sequences, (sequences != PAD).sum(1)
 
 
+def data_fingerprint(sequences: torch.Tensor, num_items: int) -> str:
+    """sha256 of the padded training sequences and the catalogue size: what the model saw."""
+    digest = hashlib.sha256(str(num_items).encode())
+    digest.update(sequences.cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def validate(model: SASRec, valid: pl.DataFrame) -> dict[str, float]:
     """Full-catalogue validation metrics (`val_ndcg@10`, `val_hit@10`)."""
-    ranks, _ = rank_held_out(model.eval(), valid, num_sampled=0)
-    return ranking_metrics(ranks, prefix="val_")
+    device = next(model.parameters()).device
+    config = model.config
+    ranks = rank_held_out(
+        model.eval(), valid, config.num_items, config.max_len, num_sampled=0, device=device
+    )
+    return ranks.metrics(prefix="val_", ks=(10,))
 
 
 @dataclass
@@ -103,50 +131,183 @@ class BestSoFar:
             self.evals_without_gain += 1
 
 
+@dataclass
+class TrainingState:
+    """Everything an interrupted run needs to continue exactly where it stopped."""
+
+    model: SASRec
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    best: BestSoFar
+    epoch: int = 0
+    epoch_metrics: dict[str, float] = field(default_factory=dict)  # of `epoch`
+
+    def to_checkpoint(self, identity: dict[str, Any]) -> dict[str, Any]:
+        """A dict of tensors and plain values that `torch.load(weights_only=True)` reads."""
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        return {
+            "identity": identity,
+            "epoch": self.epoch,
+            "epoch_metrics": self.epoch_metrics,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "cpu_rng": torch.get_rng_state(),
+            "cuda_rng": cuda_rng,
+            "best_epoch": self.best.epoch,
+            "best_metrics": self.best.metrics,
+            "best_state": self.best.state,
+            "evals_without_gain": self.best.evals_without_gain,
+        }
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Load a `to_checkpoint` dict back (tensors move to the model's device)."""
+        self.epoch, self.epoch_metrics = checkpoint["epoch"], checkpoint["epoch_metrics"]
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.generator.set_state(checkpoint["generator"])
+        torch.set_rng_state(checkpoint["cpu_rng"])
+        if checkpoint["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+        self.best = BestSoFar(
+            checkpoint["best_epoch"],
+            checkpoint["best_metrics"],
+            checkpoint["best_state"],
+            checkpoint["evals_without_gain"],
+        )
+
+
+def checkpoint_identity(hparams: HParams, fingerprint: str) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed.
+
+    The data and every hparam that shapes the run; the device and `max_epochs` may change
+    between attempts.
+    """
+    fixed = {k: v for k, v in dataclasses.asdict(hparams).items() if k not in RESUMABLE_CHANGES}
+    return {"hparams": fixed, "data_fingerprint": fingerprint}
+
+
+def resume_if_possible(state: TrainingState, path: Path | None, identity: dict[str, Any]) -> None:
+    """Restore `state` from the checkpoint at `path` when it exists and matches `identity`."""
+    checkpoint = load_checkpoint(path, next(state.model.parameters()).device) if path else None
+    if checkpoint is None:
+        return
+    if checkpoint["identity"] != identity:
+        log.warning("checkpoint %s is from other data or hparams: starting afresh", path)
+        return
+    state.restore(checkpoint)
+    log.info("resumed from %s after epoch %d", path, state.epoch)
+
+
 def fit(
     model: SASRec,
     train: pl.DataFrame,
     valid: pl.DataFrame,
     hparams: HParams,
     log_metrics: MetricsCallback = _no_logging,
+    checkpoint_path: Path | None = None,
 ) -> dict[str, Any]:
     """Train with Adam, validating every `eval_every` epochs; ends with the best weights.
 
+    With `checkpoint_path`, the state after every epoch is saved there atomically, and a
+    matching checkpoint found there at the start is resumed.
+
     Returns:
-        Summary: best epoch, best validation metrics, epochs run, seconds.
+        Summary: best epoch, best validation metrics, epochs run, seconds, data fingerprint.
+
+    Raises:
+        SASRecError: when the loss stops being finite (the last checkpoint is kept).
     """
     device = next(model.parameters()).device
+    rank, world = distributed.rank_and_world()
     sequences, lengths = training_tensors(train, hparams.max_len)
     if len(sequences) == 0:
         raise SASRecError("no training sequence has 2 items: nothing to learn from")
+    fingerprint = data_fingerprint(sequences, model.config.num_items)
     sequences = sequences.to(device)
-    generator = torch.Generator().manual_seed(hparams.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=hparams.lr, betas=(0.9, 0.98), fused=True)
+    beta = gbce_beta(hparams.num_negatives, model.config.num_items, hparams.gbce_t)
+    trainer: torch.nn.Module = NextItemObjective(model, hparams.loss, beta)
+    if world > 1:
+        torch.manual_seed(hparams.seed + rank)  # each process its own dropout masks
+        trainer = DistributedDataParallel(trainer)
+    if hparams.compile:
+        trainer = torch.compile(trainer, dynamic=True)
+    state = TrainingState(
+        model,
+        torch.optim.Adam(model.parameters(), lr=hparams.lr, betas=(0.9, 0.98), fused=True),
+        torch.Generator().manual_seed(hparams.seed),
+        BestSoFar(),
+    )
+    identity = checkpoint_identity(hparams, fingerprint)
+    resume_if_possible(state, checkpoint_path, identity)
+    if state.epoch and rank == 0:
+        # A kill between the checkpoint and the logging of its epoch must leave no gap.
+        log_metrics(state.epoch_metrics, state.epoch)
     if 0 < hparams.max_val_users < valid.height:
         valid = valid.sample(hparams.max_val_users, seed=hparams.seed)
-    best, start, epoch = BestSoFar(), time.perf_counter(), 0
-    progress = tqdm(range(1, hparams.max_epochs + 1), desc="train", unit="epoch")
+    start, best = time.perf_counter(), state.best
+    progress = tqdm(
+        range(state.epoch + 1, hparams.max_epochs + 1),
+        desc="train",
+        unit="epoch",
+        initial=state.epoch,
+        total=hparams.max_epochs,
+        disable=rank > 0,
+    )
     for epoch in progress:
+        if best.evals_without_gain >= hparams.patience:
+            break  # a resumed run that had already stopped early
         epoch_start = time.perf_counter()
-        loss = train_epoch(model.train(), optimizer, sequences, lengths, hparams, generator)
+        loss = train_epoch(
+            trainer.train(),
+            state.optimizer,
+            sequences,
+            lengths,
+            hparams,
+            state.generator,
+            model.config.num_items,
+        )
         if not math.isfinite(loss):
-            raise SASRecError(f"training loss became {loss} at epoch {epoch}; lower lr")
+            saved = checkpoint_path and state.epoch > 0
+            kept = f"; the checkpoint of epoch {state.epoch} is kept" if saved else ""
+            raise SASRecError(
+                f"training loss became {loss} at epoch {epoch}: lower lr (now {hparams.lr}) "
+                f"or check the data{kept}"
+            )
         metrics = {"train_loss": loss, "epoch_seconds": time.perf_counter() - epoch_start}
         if epoch % hparams.eval_every == 0 or epoch == hparams.max_epochs:
             metrics |= validate(model, valid)
             best.update(model, metrics, epoch)
-        log_metrics(metrics, epoch)
+        state.epoch, state.epoch_metrics = epoch, metrics
+        if rank == 0:
+            if checkpoint_path:
+                save_checkpoint(state.to_checkpoint(identity), checkpoint_path)
+            log_metrics(metrics, epoch)
         progress.set_postfix(loss=f"{loss:.4f}", best_val_ndcg=best.metrics.get(SELECTION_METRIC))
         if best.evals_without_gain >= hparams.patience:
             log.info("early stop at epoch %d: best epoch %d", epoch, best.epoch)
             break
-    model.load_state_dict(best.state)
+    if best.state:
+        model.load_state_dict(best.state)
     return {
         "best_epoch": best.epoch,
         **{f"best_{k}": v for k, v in best.metrics.items() if k.startswith("val_")},
-        "epochs_run": epoch,
+        "epochs_run": state.epoch,
         "train_seconds": time.perf_counter() - start,
+        "data_fingerprint": fingerprint,
     }
+
+
+def model_config(num_items: int, hparams: HParams) -> SASRecConfig:
+    """The model shape that `hparams` ask for."""
+    return SASRecConfig(
+        num_items=num_items,
+        max_len=hparams.max_len,
+        hidden_size=hparams.hidden_size,
+        num_blocks=hparams.num_blocks,
+        num_heads=hparams.num_heads,
+        dropout=hparams.dropout,
+    )
 
 
 def train_sasrec(
@@ -155,8 +316,11 @@ def train_sasrec(
     hparams: HParams,
     lineage: dict[str, Any] | None = None,
     log_metrics: MetricsCallback = _no_logging,
-) -> dict[str, Any]:
+    checkpoint_path: str | Path | None = None,
+) -> tuple[SASRec, dict[str, Any]]:
     """Train SASRec on a sequences directory and write the model artifact directory.
+
+    Under torchrun every process trains on its share of each batch; only rank 0 writes.
 
     Args:
         sequences_dir: Output of the sequences step.
@@ -164,36 +328,36 @@ def train_sasrec(
         hparams: Hyperparameters.
         lineage: Extra facts stored in training.json (e.g. the MLflow run id).
         log_metrics: Called with each epoch's metrics and the epoch number.
+        checkpoint_path: Where the per-epoch checkpoint lives; a run that finds a matching one
+            continues from it. Deleted once the model directory is written.
 
     Returns:
-        The training summary, also stored in training.json.
+        The trained model (best weights) and the training summary, also in training.json.
     """
     sequences_dir = Path(sequences_dir)
+    checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
     torch.manual_seed(hparams.seed)
     stats = read_json(sequences_dir / schema.STATS_FILE)
-    config = SASRecConfig(
-        num_items=stats["num_items"],
-        max_len=hparams.max_len,
-        hidden_size=hparams.hidden_size,
-        num_blocks=hparams.num_blocks,
-        num_heads=hparams.num_heads,
-        dropout=hparams.dropout,
-    )
-    device = resolve_device(hparams.device)
-    model = SASRec(config).to(device)
-    log.info("training on %s: %s", device, config)
+    device = distributed.local_device(resolve_device(hparams.device))
+    model = SASRec(model_config(stats["num_items"], hparams)).to(device)
+    log.info("training on %s: %s", device, model.config)
     summary = fit(
         model,
         pl.read_parquet(sequences_dir / schema.TRAIN_FILE),
         pl.read_parquet(sequences_dir / schema.VALID_FILE),
         hparams,
         log_metrics,
+        checkpoint_path,
     )
-    training_info = {
-        "hparams": dataclasses.asdict(hparams),
-        "device": str(device),
-        **summary,
-        **(lineage or {}),
-    }
-    save_model_dir(model, sequences_dir / schema.ITEM_VOCAB_FILE, training_info, model_dir)
-    return summary
+    if distributed.is_main_process():
+        training_info = {
+            "hparams": dataclasses.asdict(hparams),
+            "device": str(device),
+            "processes": distributed.rank_and_world()[1],
+            **summary,
+            **(lineage or {}),
+        }
+        save_model_dir(model, sequences_dir / schema.ITEM_VOCAB_FILE, training_info, model_dir)
+        if checkpoint_path:
+            checkpoint_path.unlink(missing_ok=True)
+    return model, summary

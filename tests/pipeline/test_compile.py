@@ -19,7 +19,11 @@ def spec(tmp_path_factory) -> dict:
 
 
 def test_four_tasks_chained_by_artifacts(spec):
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = {
+        name: task
+        for name, task in spec["root"]["dag"]["tasks"].items()
+        if not name.startswith("condition-")
+    }
     assert set(tasks) == set(STEPS)
     producers = {
         name: {
@@ -57,7 +61,28 @@ def test_artifact_types(spec):
         "sequence_stats": "system.Metrics",
     }
     assert outputs("train") == {"model": "system.Model"}
-    assert outputs("evaluate") == {"evaluation": "system.Artifact", "metrics": "system.Metrics"}
+    assert outputs("evaluate") == {
+        "evaluation": "system.Artifact",
+        "metrics": "system.Metrics",
+        "report": "system.HTML",
+    }
+    assert outputs("recommend") == {"recommendations": "system.Dataset"}
+
+
+def test_recommendations_run_on_a_pipeline_condition(spec):
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["write_recommendations"]["defaultValue"] is True
+    condition = spec["root"]["dag"]["tasks"]["condition-1"]
+    assert "write_recommendations" in condition["triggerPolicy"]["condition"]
+    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]["recommend"]
+    sources = {
+        arg: artifact["componentInputArtifact"]
+        for arg, artifact in inner["inputs"]["artifacts"].items()
+    }
+    assert sources == {
+        "model": "pipelinechannel--train-model",
+        "sequences": "pipelinechannel--sequences-sequences",
+    }
 
 
 def test_one_image_per_step(spec):
@@ -73,6 +98,9 @@ def test_training_requests_gpus_from_a_pipeline_parameter(spec):
     assert "gpu_count" in resources["accelerator"]["resourceCount"]
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert parameters["gpu_count"]["defaultValue"] == 1
+    # The same parameter sets the number of data-parallel training processes.
+    train_inputs = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+    assert train_inputs["num_processes"]["componentInputParameter"] == "gpu_count"
     for step in ("download", "sequences", "evaluate"):
         assert "resources" not in spec["deploymentSpec"]["executors"][f"exec-{step}"]["container"]
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -40,6 +41,12 @@ def test_run_from_an_amazon_mirror_logs_one_mlflow_run(
     assert {"model.pt", "config.json", "item_vocab.parquet", "training.json"} <= {
         p.name for p in model_dir.iterdir()
     }
+    assert "<img" in (tmp_path / "outputs" / "evaluation" / "report.html").read_text()
+    # The recommend step ran (on by default): top 10 per user, in original item ids.
+    recommendations = pl.read_parquet(tmp_path / "outputs" / "recommendations.parquet")
+    vocab = pl.read_parquet(model_dir / "item_vocab.parquet")
+    assert recommendations["item_id"].is_in(vocab["item_id"].implode()).all()
+    assert recommendations.group_by("user_id").len()["len"].max() == 10
 
     client = MlflowClient(mlflow_uri)
     (experiment,) = [e for e in client.search_experiments() if e.name == "sasrec"]
@@ -56,8 +63,8 @@ def test_run_from_an_amazon_mirror_logs_one_mlflow_run(
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 3
     assert run.data.metrics["test_ndcg_at_10"] == pytest.approx(metrics["ndcg@10"])
     assert run.data.metrics["test_sampled_hit_at_10"] == pytest.approx(metrics["sampled_hit@10"])
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert "model/model.pt" in artifacts
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model_dir")}
+    assert "model_dir/model.pt" in artifacts
     local = mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, artifact_path="evaluation/metrics.json", tracking_uri=mlflow_uri
     )

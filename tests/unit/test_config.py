@@ -6,21 +6,22 @@ from sasrec.config import HParams, parse_hparams
 from sasrec.errors import SASRecError
 
 
-def test_defaults_are_the_papers_amazon_settings():
-    hparams = parse_hparams(None)
-    assert hparams == HParams()
-    assert (hparams.max_len, hparams.hidden_size, hparams.num_blocks, hparams.num_heads) == (
-        50,
-        50,
-        2,
-        1,
+def test_defaults_and_the_papers_settings_one_override_away():
+    assert parse_hparams(None) == HParams()
+    paper = parse_hparams(
+        '{"loss": "bce", "num_negatives": 1, "hidden_size": 50, "dropout": 0.5,'
+        ' "batch_size": 128, "lr": 0.001, "max_epochs": 200}'
     )
-    assert (hparams.dropout, hparams.lr, hparams.batch_size, hparams.loss) == (
-        0.5,
-        0.001,
-        128,
-        "bce",
-    )
+    assert (paper.max_len, paper.num_blocks, paper.num_heads) == (50, 2, 1)
+    assert (paper.loss, paper.num_negatives, paper.hidden_size) == ("bce", 1, 50)
+
+
+def test_booleans_are_booleans():
+    assert parse_hparams('{"compile": true}').compile is True
+    with pytest.raises(SASRecError, match="compile=1 must be of type bool"):
+        parse_hparams('{"compile": 1}')
+    with pytest.raises(SASRecError, match="max_epochs=True must be of type int"):
+        parse_hparams('{"max_epochs": true}')
 
 
 def test_overrides_from_json_text_and_dict():

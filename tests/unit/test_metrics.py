@@ -45,3 +45,50 @@ def test_sampled_negatives_are_unseen_and_reproducible():
     assert torch.equal(first, second)
     assert set(first[0].tolist()) == {4, 5, 6, 7, 8, 9, 10}
     assert set(first[1].tolist()) == {1, 2, 3, 4, 9, 10}
+
+
+def test_metrics_match_ir_measures_on_random_rankings():
+    # An independent implementation (trec_eval through ir-measures) on random cases.
+    import ir_measures
+    from ir_measures import RR, R, nDCG
+
+    generator = torch.Generator().manual_seed(7)
+    num_users, num_items = 60, 40
+    scores = torch.rand(num_users, num_items, generator=generator)  # no ties
+    targets = torch.randint(0, num_items, (num_users,), generator=generator)
+    qrels = [ir_measures.Qrel(str(u), str(int(targets[u])), 1) for u in range(num_users)]
+    run = [
+        ir_measures.ScoredDoc(str(u), str(i), float(scores[u, i]))
+        for u in range(num_users)
+        for i in range(num_items)
+    ]
+    ours = ranking_metrics(rank_of_targets(scores, targets))
+    for k in (1, 5, 10, 20):
+        theirs = ir_measures.calc_aggregate([nDCG @ k, RR @ k, R @ k], qrels, run)
+        assert math.isclose(ours[f"ndcg@{k}"], theirs[nDCG @ k], abs_tol=1e-9)
+        assert math.isclose(ours[f"mrr@{k}"], theirs[RR @ k], abs_tol=1e-9)
+        assert math.isclose(ours[f"hit@{k}"], theirs[R @ k], abs_tol=1e-9)
+
+
+def test_mrr_by_hand_and_the_default_cutoffs():
+    metrics = ranking_metrics(torch.tensor([0, 2, 60]))
+    assert math.isclose(metrics["mrr@10"], (1 + 1 / 3 + 0) / 3)
+    assert math.isclose(metrics["mrr@1"], 1 / 3)
+    assert {f"{m}@{k}" for m in ("ndcg", "hit", "mrr") for k in (1, 5, 10, 20, 50)} == set(metrics)
+
+
+def test_history_can_be_kept_in_the_ranking():
+    scores = torch.tensor([[9.0, 1.0, 3.0, 0.0, 5.0, 2.0]])
+    assert full_catalogue_ranks(scores.clone(), None, torch.tensor([2])).item() == 1
+
+
+def test_popularity_sampled_negatives_follow_the_weights_and_skip_seen_items():
+    seen = torch.tensor([[0, 1]])
+    weights = torch.tensor([0.0, 100.0, 1.0, 1.0, 50.0, 1.0])  # item 1 popular but seen
+    samples = sample_unseen_items(seen, 5, 4000, torch.Generator().manual_seed(1), weights)
+    counts = torch.bincount(samples.flatten(), minlength=6)
+    assert counts[0] == 0 and counts[1] == 0
+    # Item 4 carries 50 of the 53 unseen weight units.
+    assert 0.9 < counts[4] / 4000 < 0.98
+    again = sample_unseen_items(seen, 5, 4000, torch.Generator().manual_seed(1), weights)
+    assert torch.equal(samples, again)

@@ -2,15 +2,15 @@
 
 import hashlib
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlparse
 
 import polars as pl
 import requests
-from requests.adapters import HTTPAdapter
+import tenacity
 from tqdm.auto import tqdm
-from urllib3.util.retry import Retry
 
 from sasrec.data import schema
 from sasrec.data.sources import REVIEWS_JSONL, SASREC_TEXT, detect_format, is_remote, resolve_source
@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "sasrec"
 _CHUNK_BYTES = 1 << 20
+_HTTP_CHUNK_BYTES = 1 << 16
+DOWNLOAD_ATTEMPTS = 5
+RETRY_BACKOFF_SECONDS = 1.0  # then 2, 4, 8 ... seconds between attempts
 
 
 def download_interactions(
@@ -58,45 +61,112 @@ def cache_path(url: str, cache_dir: Path) -> Path:
     return cache_dir / "downloads" / digest / Path(urlparse(url).path).name
 
 
+def expected_sha256(url: str) -> str | None:
+    """The checksum a URL carries in a `#sha256=<hex>` fragment (pip's convention), if any."""
+    fragment = urlparse(url).fragment
+    return fragment.removeprefix("sha256=").lower() if fragment.startswith("sha256=") else None
+
+
 def fetch_to_cache(url: str, cache_dir: Path) -> Path:
-    """Download `url` into the cache unless it is there already; return the local file."""
-    local_file = cache_path(url, cache_dir)
+    """Download `url` into the cache unless it is there already; return the local file.
+
+    An interrupted download leaves `<file>.part` in the cache, which the next attempt (or
+    the next run) continues with an HTTP Range request.
+
+    Raises:
+        SASRecError: on a 4xx answer, after the retries of transient failures are spent, or
+            when the file does not match the URL's `#sha256=` checksum.
+    """
+    local_file = cache_path(url.split("#", 1)[0], cache_dir)
     if local_file.is_file():
         log.info("using cached %s for %s", local_file, url)
         return local_file
-    with atomic_path(local_file) as tmp:
-        if url.startswith("gs://"):
+    partial = local_file.with_name(local_file.name + ".part")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("gs://"):
+        with atomic_path(local_file) as tmp:
             _fetch_gcs(url, tmp)
-        else:
-            _fetch_http(url, tmp)
+        return local_file
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(TransientDownloadError),
+        stop=tenacity.stop_after_attempt(DOWNLOAD_ATTEMPTS),
+        wait=tenacity.wait_exponential(multiplier=RETRY_BACKOFF_SECONDS, max=60),
+        before_sleep=lambda state: log.warning(
+            "download of %s: %s; retrying (attempt %d of %d)",
+            url,
+            state.outcome.exception(),
+            state.attempt_number + 1,
+            DOWNLOAD_ATTEMPTS,
+        ),
+        reraise=True,
+    )
+    try:
+        retrying(_fetch_http_resuming, url.split("#", 1)[0], partial)
+    except TransientDownloadError as err:
+        raise SASRecError(
+            f"download of {url} failed after {DOWNLOAD_ATTEMPTS} attempts: {err}; the partial "
+            f"file {partial} is kept and the next run continues it"
+        ) from err
+    checksum = expected_sha256(url)
+    if checksum:
+        actual = file_sha256(partial)
+        if actual != checksum:
+            partial.unlink()
+            raise SASRecError(
+                f"download of {url} has sha256 {actual}, expected {checksum}; the file was "
+                "deleted, check the URL or the checksum"
+            )
+    os.replace(partial, local_file)
     return local_file
 
 
-def _http_session() -> requests.Session:
-    # Connection errors and 5xx answers are transient: retry them with backoff.
-    retry = Retry(total=5, backoff_factor=1.0, status_forcelist=(500, 502, 503, 504))
-    session = requests.Session()
-    session.mount("http://", HTTPAdapter(max_retries=retry))
-    session.mount("https://", HTTPAdapter(max_retries=retry))
-    return session
+class TransientDownloadError(Exception):
+    """A failure worth retrying: connection dropped or refused, 5xx answer, short body."""
 
 
-def _fetch_http(url: str, dest: Path) -> None:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch_http_resuming(url: str, partial: Path) -> None:
+    """One attempt: continue `partial` from its current size (or start it) until complete."""
+    offset = partial.stat().st_size if partial.exists() else 0
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
-        with _http_session().get(url, stream=True, timeout=60) as response:
+        with requests.get(url, stream=True, timeout=60, headers=headers) as response:
+            if response.status_code == 416:  # nothing left past offset: start over
+                partial.unlink()
+                raise TransientDownloadError(f"range {offset}- not satisfiable")
+            if response.status_code >= 500:
+                raise TransientDownloadError(f"HTTP {response.status_code} {response.reason}")
             if response.status_code >= 400:
                 raise SASRecError(
                     f"download of {url} failed: HTTP {response.status_code} {response.reason}; "
                     "check the URL (or --amazon-base-url / $SASREC_AMAZON_BASE_URL)"
                 )
-            total = int(response.headers.get("Content-Length", 0)) or None
-            _write_chunks(response.iter_content(_CHUNK_BYTES), dest, url, total)
-    except requests.RequestException as err:
-        raise SASRecError(f"download of {url} failed: {err}") from err
-    if total is not None and dest.stat().st_size != total:
-        raise SASRecError(
-            f"download of {url} is incomplete: {dest.stat().st_size} of {total} bytes; retry"
-        )
+            resumed = response.status_code == 206
+            if offset and not resumed:
+                log.info("%s does not support ranges: downloading it again from the start", url)
+                offset = 0
+            length = response.headers.get("Content-Length")
+            total = offset + int(length) if length else None
+            # Small chunks: a dropped connection loses at most one unwritten chunk.
+            chunks = response.iter_content(_HTTP_CHUNK_BYTES)
+            _write_chunks(chunks, partial, url, total, offset)
+    except (
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.exceptions.ChunkedEncodingError,
+    ) as err:
+        raise TransientDownloadError(str(err)) from err
+    size = partial.stat().st_size
+    if total is not None and size != total:
+        raise TransientDownloadError(f"got {size} of {total} bytes")
 
 
 def _fetch_gcs(url: str, dest: Path) -> None:
@@ -110,13 +180,20 @@ def _fetch_gcs(url: str, dest: Path) -> None:
         raise SASRecError(f"download of {url} failed: no such object; check the URL") from err
 
 
-def _write_chunks(chunks: Iterable[bytes], dest: Path, url: str, total: int | None) -> None:
-    """Write a byte stream to `dest` with a progress bar (bytes, rate, ETA)."""
+def _write_chunks(
+    chunks: Iterable[bytes], dest: Path, url: str, total: int | None, offset: int = 0
+) -> None:
+    """Write a byte stream to `dest` from byte `offset` on, with a progress bar.
+
+    The bar shows bytes, rate and ETA; offset 0 truncates the file.
+    """
     name = Path(urlparse(url).path).name
-    with (
-        dest.open("wb") as out,
-        tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name) as bar,
-    ):
+    progress = tqdm(
+        total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=name
+    )
+    with dest.open("r+b" if offset else "wb") as out, progress as bar:
+        out.seek(offset)
+        out.truncate()
         for chunk in chunks:
             out.write(chunk)
             bar.update(len(chunk))

@@ -74,7 +74,7 @@ def detect_format(location: str) -> str:
     Raises:
         SASRecError: when the name has none of the known suffixes.
     """
-    name = location.split("?", 1)[0].lower()
+    name = location.split("#", 1)[0].split("?", 1)[0].lower()
     for suffix, file_format in _FORMAT_BY_SUFFIX.items():
         if name.endswith(suffix):
             return file_format

@@ -1,0 +1,57 @@
+"""The four training losses on the SASRec paper's Games data (Video.txt), one row each.
+
+Trains through the library (`train_sasrec`, then `evaluate_model`) on the same sequences,
+so that only the loss and the hparams given differ. Run from the repository root:
+
+    .venv/bin/python bench/losses.py --config 'bce={"loss": "bce"}' \
+        --config 'ce={"loss": "ce", "batch_size": 256}'
+
+Prints one Markdown table row per config for docs/benchmarks.md.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from machine import describe_machine
+from sasrec.config import parse_hparams
+from sasrec.evaluate import evaluate_model
+from sasrec.steps import download_step, sequences_step
+from sasrec.train import train_sasrec
+
+VIDEO_TXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "sasrec-video" / "Video.txt"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--config", action="append", required=True, help="NAME=HPARAMS_JSON, repeatable"
+    )
+    args = parser.parse_args()
+    if not VIDEO_TXT.is_file():
+        sys.exit(f"{VIDEO_TXT} is absent: this benchmark needs ../shared/data")
+    work = Path(tempfile.mkdtemp(prefix="bench_losses_"))
+    download_step(str(VIDEO_TXT), work / "download", cache_dir=work / "cache")
+    sequences_step(work / "download" / "interactions.parquet", work / "seq", kcore=0)
+    machine = describe_machine()
+    for config in args.config:
+        name, _, overrides = config.partition("=")
+        hparams = parse_hparams(overrides)
+        start = time.perf_counter()
+        _, summary = train_sasrec(work / "seq", work / name, hparams)
+        train_minutes = (time.perf_counter() - start) / 60
+        metrics = evaluate_model(work / name, work / "seq", work / f"{name}_eval")
+        print(
+            f"| {machine} | {name} | `{json.dumps(overrides and json.loads(overrides))}` "
+            f"| {summary['epochs_run']} ({summary['best_epoch']}) | {train_minutes:.1f} "
+            f"| {metrics['sampled_ndcg@10']:.4f} | {metrics['sampled_hit@10']:.4f} "
+            f"| {metrics['ndcg@10']:.4f} | {metrics['hit@10']:.4f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

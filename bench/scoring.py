@@ -1,0 +1,111 @@
+"""Scoring speed: full-catalogue evaluation and top-K recommendations for every user.
+
+Builds a synthetic sequences directory and an untrained model of the requested size (the
+cost of scoring does not depend on the weights), then times
+- `rank_held_out`: every test user's held-out item ranked against the whole catalogue,
+  plus the uniform and popularity-sampled protocols (what the evaluate step runs per scorer);
+- `recommend_all_users`: every user's top 10 unseen items written to Parquet.
+Run from the repository root:
+
+    .venv/bin/python bench/scoring.py                                  # 5-core size, CPU
+    .venv/bin/python bench/scoring.py --users 2800000 --items 137200 --device cuda
+
+Prints Markdown table rows for docs/benchmarks.md.
+"""
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import torch
+
+from machine import describe_machine
+from sasrec.checkpoint import save_model_dir
+from sasrec.config import HParams
+from sasrec.data import schema
+from sasrec.evaluate import item_popularity, rank_held_out
+from sasrec.model import SASRec
+from sasrec.recommend import recommend_all_users
+from sasrec.train import model_config
+
+
+def synthetic_sequences(out_dir: Path, num_users: int, num_items: int) -> None:
+    """train/test/item_vocab Parquet with 5-core-like lengths (mean ~8.5) and Zipf items."""
+    rng = np.random.default_rng(0)
+    lengths = 4 + rng.geometric(1 / 4.5, num_users)
+    popularity = 1.0 / np.arange(1, num_items + 1) ** 0.8
+    items = (rng.choice(num_items, lengths.sum(), p=popularity / popularity.sum()) + 1).astype(
+        np.int32
+    )
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    frame = pl.DataFrame({
+        schema.USER_ID: [f"U{u}" for u in range(num_users)],
+        "items": pl.Series(pa.ListArray.from_arrays(offsets, items)),
+        "length": lengths,
+    })  # fmt: skip
+    out_dir.mkdir(parents=True)
+    frame.select(
+        schema.USER_ID,
+        pl.col("items").list.head(pl.col("length") - 2).alias(schema.ITEM_SEQUENCE),
+    ).cast(schema.TRAIN_SCHEMA).write_parquet(out_dir / schema.TRAIN_FILE)
+    frame.select(
+        schema.USER_ID,
+        pl.col("items").list.head(pl.col("length") - 1).alias(schema.HISTORY),
+        pl.col("items").list.last().alias(schema.TARGET),
+    ).cast(schema.HELD_OUT_SCHEMA).write_parquet(out_dir / schema.TEST_FILE)
+    pl.DataFrame({
+        schema.ITEM_INDEX: np.arange(1, num_items + 1, dtype=np.int32),
+        schema.ITEM_ID: [f"I{i}" for i in range(1, num_items + 1)],
+    }).write_parquet(out_dir / schema.ITEM_VOCAB_FILE)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=94_800)
+    parser.add_argument("--items", type=int, default=25_600)
+    parser.add_argument("--hidden-size", type=int, default=HParams().hidden_size)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    work = Path(tempfile.mkdtemp(prefix="bench_scoring_"))
+    synthetic_sequences(work / "seq", args.users, args.items)
+    hparams = HParams(hidden_size=args.hidden_size)
+    model = SASRec(model_config(args.items, hparams))
+    save_model_dir(model, work / "seq" / schema.ITEM_VOCAB_FILE, {}, work / "model")
+    model = model.to(device).eval()
+    test = pl.read_parquet(work / "seq" / schema.TEST_FILE)
+    popularity = item_popularity(pl.read_parquet(work / "seq" / schema.TRAIN_FILE), args.items)
+    machine = describe_machine()
+    if device.type == "cuda":
+        machine = f"{torch.cuda.get_device_name()}, {machine}"
+    size = f"{args.users:,} users x {args.items:,} items, d={args.hidden_size}"
+
+    start = time.perf_counter()
+    rank_held_out(
+        model, test, args.items, hparams.max_len, popularity,
+        device=device, batch_size=args.batch_size,
+    )  # fmt: skip
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    evaluate_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    recommend_all_users(
+        work / "model", work / "seq", work / "recs.parquet", k=10, device=args.device,
+        batch_size=args.batch_size,
+    )  # fmt: skip
+    recommend_seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"| {machine} | {size} | rank_held_out (full + 2 sampled protocols) "
+          f"| {evaluate_seconds:.1f} s | peak RSS {peak:.2f} GiB |")  # fmt: skip
+    print(f"| {machine} | {size} | recommend_all_users (top 10, Parquet) "
+          f"| {recommend_seconds:.1f} s | |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

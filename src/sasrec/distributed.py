@@ -1,0 +1,91 @@
+"""Data-parallel training under torchrun: process group set-up and the few collectives used.
+
+torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; without them everything here is a no-op and
+training runs in one process.
+"""
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process is one of several started by torchrun (or a PyTorchJob)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (0, 1 outside torchrun)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main_process() -> bool:
+    """Whether this process writes files and logs to MLflow."""
+    return rank_and_world()[0] == 0
+
+
+def mean_over_processes(value: torch.Tensor) -> float:
+    """The mean of a scalar tensor over all processes."""
+    _, world = rank_and_world()
+    if world > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= world
+    return float(value)
+
+
+def broadcast_object(value: object) -> object:
+    """Rank 0's `value` on every process."""
+    _, world = rank_and_world()
+    if world == 1:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device) -> Iterator[None]:
+    """Join the torchrun process group when launched by torchrun (NCCL on GPUs, else gloo)."""
+    if not launched_by_torchrun() or dist.is_initialized():
+        yield
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def local_device(device: torch.device) -> torch.device:
+    """This process's GPU under torchrun (`cuda:LOCAL_RANK`), else `device` unchanged."""
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
+
+
+def relaunch_with_torchrun(num_processes: int, module_args: list[str]) -> None:
+    """Run `python -m <module_args>` as `num_processes` torchrun workers on this node.
+
+    Raises:
+        subprocess.CalledProcessError: when a worker fails (its log is above).
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={num_processes}",
+        "-m",
+        *module_args,
+    ]
+    subprocess.run(command, check=True)

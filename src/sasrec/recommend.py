@@ -1,0 +1,153 @@
+"""Top-K recommendations in original item ids: for one history, or for every user."""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from sasrec.checkpoint import load_model_dir
+from sasrec.data import schema
+from sasrec.device import resolve_device
+from sasrec.errors import SASRecError
+from sasrec.io import atomic_path
+from sasrec.model import PAD, SASRec
+from sasrec.tensors import pad_left
+
+log = logging.getLogger(__name__)
+
+RECOMMENDATIONS_SCHEMA = pa.schema([
+    pa.field("user_id", pa.string()),
+    pa.field("rank", pa.int32()),  # 1 = best
+    pa.field("item_id", pa.string()),
+    pa.field("score", pa.float32()),
+])  # fmt: skip
+
+
+@torch.no_grad()
+def top_unseen(
+    model: SASRec, histories: torch.Tensor, k: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best items per row that are not padding and not in the row's history.
+
+    Args:
+        model: A model in eval mode.
+        histories: (B, S) item indices, left-padded; the last max_len feed the model.
+        k: Items per row (at most the catalogue size).
+        device: Where to score.
+
+    Returns:
+        (B, k) item indices and (B, k) scores, best first, on CPU.
+    """
+    histories = histories.to(device)
+    scores = model(histories[:, -model.config.max_len :]).float()  # (B, N + 1)
+    scores[:, PAD] = float("-inf")
+    scores.scatter_(1, histories, float("-inf"))
+    top = scores.topk(k, dim=1)
+    return top.indices.cpu(), top.values.cpu()
+
+
+def recommend_for_history(
+    model_dir: str | Path, history: list[str], k: int = 10, device: str = "auto"
+) -> list[dict[str, Any]]:
+    """Top-k items after `history` (original item ids, oldest first).
+
+    Ids the model does not know are skipped with a warning.
+
+    Raises:
+        SASRecError: when no id of `history` is known, or k is not positive.
+    """
+    if k < 1:
+        raise SASRecError(f"-k must be at least 1, got {k}")
+    torch_device = resolve_device(device)
+    model = load_model_dir(model_dir, torch_device)
+    vocab = pl.read_parquet(Path(model_dir) / schema.ITEM_VOCAB_FILE)
+    index_of = dict(zip(vocab[schema.ITEM_ID], vocab[schema.ITEM_INDEX], strict=True))
+    unknown = [item for item in history if item not in index_of]
+    known = [index_of[item] for item in history if item in index_of]
+    if not known:
+        raise SASRecError(
+            f"none of the history items {history} is in the model's catalogue of "
+            f"{len(index_of)} items (e.g. {vocab[schema.ITEM_ID][0]!r}); give parent_asin ids"
+        )
+    if unknown:
+        log.warning("skipping %d item ids the model does not know: %s", len(unknown), unknown)
+    items, scores = top_unseen(
+        model, torch.tensor([known]), min(k, model.config.num_items - len(set(known))), torch_device
+    )
+    item_ids = vocab.sort(schema.ITEM_INDEX)[schema.ITEM_ID].to_list()
+    ranked = zip(items[0].tolist(), scores[0].tolist(), strict=True)
+    return [
+        {"rank": rank, "item_id": item_ids[index - 1], "score": score}
+        for rank, (index, score) in enumerate(ranked, start=1)
+    ]
+
+
+def known_sequences(sequences_dir: Path) -> pl.DataFrame:
+    """Every user's whole known sequence (train items, then validation and test items)."""
+    train = pl.read_parquet(sequences_dir / schema.TRAIN_FILE)
+    test = pl.read_parquet(sequences_dir / schema.TEST_FILE)
+    # A test row's history already holds the validation item; add the test item itself.
+    with_test = test.select(
+        schema.USER_ID,
+        pl.concat_list(schema.HISTORY, schema.TARGET).alias(schema.HISTORY),
+    )
+    without_test = train.join(test, on=schema.USER_ID, how="anti").select(
+        schema.USER_ID, pl.col(schema.ITEM_SEQUENCE).alias(schema.HISTORY)
+    )
+    return pl.concat([with_test, without_test])
+
+
+def recommend_all_users(
+    model_dir: str | Path,
+    sequences_dir: str | Path,
+    out_path: str | Path,
+    k: int = 10,
+    device: str = "auto",
+    batch_size: int = 2048,
+) -> dict[str, int]:
+    """Write the top-k unseen items of every user as Parquet (user_id, rank, item_id, score).
+
+    Users are scored in batches of similar history length, streamed to the file so memory
+    stays bounded; the file appears complete or not at all.
+
+    Returns:
+        Counts of users and rows written.
+    """
+    torch_device = resolve_device(device)
+    model = load_model_dir(model_dir, torch_device)
+    sequences = known_sequences(Path(sequences_dir))
+    sequences = sequences.sort(pl.col(schema.HISTORY).list.len())
+    vocab = pl.read_parquet(Path(model_dir) / schema.ITEM_VOCAB_FILE).sort(schema.ITEM_INDEX)
+    item_ids = pa.array(["", *vocab[schema.ITEM_ID].to_list()])  # index 0: padding
+    k = min(k, model.config.num_items)
+    rows = 0
+    with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, RECOMMENDATIONS_SCHEMA) as writer:
+        progress = tqdm(total=sequences.height, desc="recommend", unit="user")
+        for batch in sequences.iter_slices(batch_size):
+            items, scores = top_unseen(model, pad_left(batch[schema.HISTORY]), k, torch_device)
+            # Users with fewer than k unseen items get -inf fillers: drop them.
+            keep = torch.isfinite(scores).flatten().numpy()
+            table = pa.table(
+                {
+                    "user_id": batch[schema.USER_ID]
+                    .to_arrow()
+                    .take(pa.array(torch.arange(len(batch)).repeat_interleave(k).numpy())),
+                    "rank": pa.array(
+                        torch.arange(1, k + 1, dtype=torch.int32).repeat(len(batch)).numpy()
+                    ),
+                    "item_id": item_ids.take(pa.array(items.flatten().numpy())),
+                    "score": pa.array(scores.flatten().numpy()),
+                },
+                schema=RECOMMENDATIONS_SCHEMA,
+            ).filter(pa.array(keep))
+            writer.write_table(table)
+            rows += table.num_rows
+            progress.update(len(batch))
+        progress.close()
+    log.info("wrote %d recommendations for %d users to %s", rows, sequences.height, out_path)
+    return {"num_users": sequences.height, "num_rows": rows, "k": k}

@@ -1,0 +1,167 @@
+"""The evaluation report: one self-contained HTML file with tables and matplotlib plots."""
+
+import base64
+import html
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display in a pipeline task
+
+import matplotlib.pyplot as plt
+import polars as pl
+
+from sasrec.evaluate import Example
+from sasrec.metrics import KS
+
+SCORERS = ("sasrec", "transition", "popularity")
+HEADLINE = ("ndcg@10", "hit@10", "mrr@10")
+BEYOND_ACCURACY = ("coverage@10", "mean_popularity@10")
+
+
+def figure_html(figure: plt.Figure, alt: str) -> str:
+    """Embed a figure as a PNG data URI and close it."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def table_html(header: list[str], rows: list[list[Any]]) -> str:
+    """A plain HTML table; floats shown with 4 decimals."""
+
+    def cell(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def metric_at_k_plot(metrics: dict[str, dict[str, float]]) -> plt.Figure:
+    """NDCG@K and HR@K against K for every scorer."""
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for axis, name in zip(axes, ("ndcg", "hit"), strict=True):
+        for scorer, values in metrics.items():
+            axis.plot(KS, [values[f"{name}@{k}"] for k in KS], marker="o", label=scorer)
+        axis.set_xscale("log")
+        axis.set_xticks(KS, [str(k) for k in KS])
+        axis.set_xlabel("K")
+        axis.set_ylabel(f"{'HR' if name == 'hit' else 'NDCG'}@K")
+        axis.grid(alpha=0.3)
+    axes[0].legend()
+    figure.suptitle("Full-catalogue metrics at K (test users)")
+    return figure
+
+
+def breakdown_plot(breakdown: pl.DataFrame, title: str) -> plt.Figure:
+    """Grouped bars of NDCG@10 per bucket and scorer, with user counts under the buckets."""
+    buckets = breakdown["bucket"].unique(maintain_order=True).to_list()
+    users = breakdown.filter(pl.col("scorer") == SCORERS[0])["users"].to_list()
+    figure, axis = plt.subplots(figsize=(10, 3.6))
+    width = 0.8 / len(SCORERS)
+    for i, scorer in enumerate(SCORERS):
+        rows = breakdown.filter(pl.col("scorer") == scorer)
+        positions = [buckets.index(b) + (i - 1) * width for b in rows["bucket"]]
+        axis.bar(positions, rows["ndcg@10"].to_list(), width, label=scorer)
+    axis.set_xticks(
+        range(len(buckets)), [f"{b}\n{n:,} users" for b, n in zip(buckets, users, strict=True)]
+    )
+    axis.set_ylabel("NDCG@10")
+    axis.set_title(title)
+    axis.legend()
+    axis.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def lift(model: float, baseline: float) -> str:
+    """Relative improvement of the model over a baseline, as text."""
+    return f"{(model / baseline - 1) * 100:+.1f}%" if baseline > 0 else "n/a"
+
+
+def render_report(
+    metrics: dict[str, float],
+    scorer_metrics: dict[str, dict[str, float]],
+    breakdowns: pl.DataFrame,
+    examples: list[Example],
+    context: dict[str, Any],
+) -> str:
+    """The report page.
+
+    Args:
+        metrics: The flat metrics of metrics.json.
+        scorer_metrics: Full-catalogue test metrics and beyond-accuracy figures per scorer
+            (`sasrec`, `transition`, `popularity`).
+        breakdowns: Output of `evaluate.breakdowns`.
+        examples: A few test users to show.
+        context: Facts shown at the top (data sizes, training summary).
+    """
+    model = scorer_metrics["sasrec"]
+    headline_rows = [
+        [scorer, *(scorer_metrics[scorer][m] for m in (*HEADLINE, *BEYOND_ACCURACY))]
+        for scorer in SCORERS
+    ]
+    lift_rows = [
+        [baseline, *(lift(model[m], scorer_metrics[baseline][m]) for m in HEADLINE)]
+        for baseline in SCORERS[1:]
+    ]
+    protocol_rows = [
+        [protocol, *(metrics[f"{prefix}{m}@{k}"] for m in ("ndcg", "hit") for k in (10, 50))]
+        for protocol, prefix in (
+            ("full catalogue, history excluded", ""),
+            ("100 uniform negatives (the paper's)", "sampled_"),
+            ("100 popularity-sampled negatives", "popsampled_"),
+        )
+    ]
+    validation_rows = [[m, metrics[f"val_{m}"], metrics[m]] for m in HEADLINE]
+    example_rows = [
+        [
+            e.user_id,
+            " → ".join(e.history),
+            e.target,
+            ", ".join(f"<<{r}>>" if r == e.target else r for r in e.recommendations),
+        ]
+        for e in examples
+    ]
+    sections = [
+        "<h1>SASRec evaluation report</h1>",
+        table_html(["fact", "value"], [[k, v] for k, v in context.items()]),
+        "<h2>Model against baselines (test users, full catalogue)</h2>",
+        table_html(["scorer", *HEADLINE, "coverage@10", "mean popularity@10"], headline_rows),
+        "<h3>Lift of SASRec over each baseline</h3>",
+        table_html(["baseline", *HEADLINE], lift_rows),
+        figure_html(metric_at_k_plot(scorer_metrics), "metrics at K"),
+        "<h2>Protocols (SASRec, test users)</h2>",
+        "<p>Sampled protocols rank the held-out item among 100 items the user never "
+        "interacted with; they overstate quality and are shown for comparison with papers.</p>",
+        table_html(["protocol", "ndcg@10", "ndcg@50", "hit@10", "hit@50"], protocol_rows),
+        "<h2>Validation and test (SASRec, full catalogue)</h2>",
+        table_html(["metric", "validation", "test"], validation_rows),
+        "<h2>Breakdowns</h2>",
+    ]
+    for name, title in (
+        ("history_length", "NDCG@10 by the user's history length"),
+        ("target_popularity", "NDCG@10 by the held-out item's training count"),
+    ):
+        part = breakdowns.filter(pl.col("breakdown") == name)
+        sections.append(figure_html(breakdown_plot(part, title), title))
+        sections.append(table_html(part.columns, [list(row) for row in part.rows()]))
+    sections += [
+        "<h2>Example test users</h2>",
+        "<p>Most recent history items, the held-out item, and SASRec's top 10 "
+        "(the held-out item in &lt;&lt; &gt;&gt; when it was found).</p>",
+        table_html(["user", "recent history", "held out", "top 10"], example_rows),
+    ]
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:auto}"
+        "table{border-collapse:collapse;margin:8px 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
+    )
+    body = "\n".join(sections)
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>SASRec evaluation report</title><style>{style}</style></head>"
+        f"<body>\n{body}\n</body></html>\n"
+    )

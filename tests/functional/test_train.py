@@ -1,0 +1,211 @@
+"""Training as a long job: interruption and resume, NaN, reproducibility, DDP, MLflow model."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import polars as pl
+import pytest
+import torch
+
+from helpers import cyclic_reviews, write_reviews_jsonl_gz
+from sasrec.checkpoint import load_checkpoint, load_model_dir
+from sasrec.config import parse_hparams
+from sasrec.errors import SASRecError
+from sasrec.io import read_json
+from sasrec.model import SASRec
+from sasrec.steps import download_step, sequences_step
+from sasrec.train import fit, model_config, train_sasrec
+
+HPARAMS = {"max_epochs": 6, "eval_every": 2, "hidden_size": 16, "batch_size": 16, "patience": 9}
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture
+def sequences_dir(tmp_path: Path) -> Path:
+    source = write_reviews_jsonl_gz(tmp_path / "cyclic.jsonl.gz", cyclic_reviews())
+    download_step(str(source), tmp_path / "raw", cache_dir=tmp_path / "cache")
+    sequences_step(tmp_path / "raw" / "interactions.parquet", tmp_path / "seq", kcore=0)
+    return tmp_path / "seq"
+
+
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(model_dir / "model.pt", weights_only=True)
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    first, second = weights(a), weights(b)
+    assert first.keys() == second.keys()
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], rtol=0, atol=0, msg=name)
+
+
+def test_same_seed_gives_identical_models_and_another_seed_does_not(sequences_dir, tmp_path):
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        train_sasrec(sequences_dir, tmp_path / name, parse_hparams(HPARAMS | {"seed": seed}))
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+    assert not torch.equal(
+        weights(tmp_path / "a")["item_emb.weight"], weights(tmp_path / "c")["item_emb.weight"]
+    )
+
+
+@pytest.mark.parametrize("loss", ["bce", "gbce"])
+def test_resume_after_interruption_equals_an_uninterrupted_run(sequences_dir, tmp_path, loss):
+    hparams = parse_hparams(HPARAMS | {"loss": loss, "num_negatives": 4})
+    train_sasrec(sequences_dir, tmp_path / "straight", hparams)
+
+    def stop_after_epoch_3(metrics: dict, epoch: int) -> None:
+        if epoch == 3:
+            raise Interrupted
+
+    checkpoint = tmp_path / "ckpt.pt"
+    with pytest.raises(Interrupted):
+        train_sasrec(
+            sequences_dir, tmp_path / "resumed", hparams, None, stop_after_epoch_3, checkpoint
+        )
+    assert load_checkpoint(checkpoint, torch.device("cpu"))["epoch"] == 3
+    assert not (tmp_path / "resumed").exists()
+    epochs_logged = []
+    _, summary = train_sasrec(
+        sequences_dir, tmp_path / "resumed", hparams, None,
+        lambda metrics, epoch: epochs_logged.append(epoch), checkpoint,
+    )  # fmt: skip
+    assert epochs_logged == [3, 4, 5, 6]  # epoch 3 again: its logging may have been cut off
+    assert summary["epochs_run"] == 6
+    assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
+    assert not checkpoint.exists()  # done: the model directory replaces it
+
+
+def test_checkpoint_of_other_hparams_is_not_resumed(sequences_dir, tmp_path):
+    checkpoint = tmp_path / "ckpt.pt"
+
+    def stop(metrics: dict, epoch: int) -> None:
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_sasrec(sequences_dir, tmp_path / "m", parse_hparams(HPARAMS), None, stop, checkpoint)
+    epochs = []
+    other = parse_hparams(HPARAMS | {"lr": 0.002})
+    train_sasrec(
+        sequences_dir, tmp_path / "m", other, None, lambda m, e: epochs.append(e), checkpoint
+    )
+    assert epochs[0] == 1
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
+    sequences_dir, tmp_path
+):
+    hparams = parse_hparams(HPARAMS)
+    model = SASRec(model_config(int(read_json(sequences_dir / "stats.json")["num_items"]), hparams))
+    checkpoint = tmp_path / "ckpt.pt"
+
+    def corrupt_weights_after_epoch_2(metrics: dict, epoch: int) -> None:
+        if epoch == 2:
+            model.item_emb.weight.data.fill_(float("nan"))
+
+    train, valid = (pl.read_parquet(sequences_dir / f"{s}.parquet") for s in ("train", "valid"))
+    with pytest.raises(SASRecError, match=r"loss became nan at epoch 3.*epoch 2 is kept"):
+        fit(model, train, valid, hparams, corrupt_weights_after_epoch_2, checkpoint)
+    kept = load_checkpoint(checkpoint, torch.device("cpu"))
+    assert kept["epoch"] == 2
+    assert all(torch.isfinite(t).all() for t in kept["model"].values())
+
+
+def sasrec_train(sequences_dir: Path, out: Path, hparams: dict, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "sasrec.cli", "train", "--sequences", str(sequences_dir),
+        "--out", str(out), "--hparams", json.dumps(hparams), *extra,
+    ]  # fmt: skip
+
+
+def test_killed_training_run_resumes_in_the_same_mlflow_run(sequences_dir, tmp_path, mlflow_uri):
+    hparams = HPARAMS | {"max_epochs": 25, "eval_every": 5, "patience": 99}
+    straight = subprocess.run(
+        sasrec_train(sequences_dir, tmp_path / "straight", hparams), capture_output=True
+    )
+    assert straight.returncode == 0, straight.stderr
+    worker = subprocess.Popen(
+        sasrec_train(sequences_dir, tmp_path / "model", hparams), stderr=subprocess.DEVNULL
+    )
+    checkpoint = tmp_path / "model.checkpoint" / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline and worker.poll() is None:
+        time.sleep(0.05)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    killed_at = load_checkpoint(checkpoint, torch.device("cpu"))["epoch"]
+    assert 1 <= killed_at < 25 and not (tmp_path / "model").exists()
+    rerun = subprocess.run(
+        sasrec_train(sequences_dir, tmp_path / "model", hparams), capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resumed from {checkpoint} after epoch {killed_at}" in rerun.stderr
+    assert_same_weights(tmp_path / "straight", tmp_path / "model")
+    runs = mlflow.search_runs(experiment_names=["sasrec"], output_format="list")
+    assert len(runs) == 2  # the straight run and one run for the killed-and-resumed job
+    resumed_run = json.loads((tmp_path / "model" / "training.json").read_text())["mlflow_run_id"]
+    history = mlflow.MlflowClient().get_metric_history(resumed_run, "train_loss")
+    assert sorted({m.step for m in history}) == list(range(1, 26))
+
+
+def test_two_gloo_processes_match_one_process(sequences_dir, tmp_path, mlflow_uri):
+    # Equal-length sequences and no dropout: each process's half-batch mean averages to the
+    # full-batch mean, so the two runs differ only by float rounding.
+    hparams = HPARAMS | {"max_epochs": 2, "dropout": 0.0}
+    one = subprocess.run(
+        sasrec_train(sequences_dir, tmp_path / "one", hparams), capture_output=True
+    )
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(
+        sasrec_train(sequences_dir, tmp_path / "two", hparams, "--nproc", "2"),
+        capture_output=True,
+        text=True,
+    )
+    assert two.returncode == 0, two.stderr
+    info = json.loads((tmp_path / "two" / "training.json").read_text())
+    assert info["processes"] == 2
+    # Compare what the models compute, not raw weights: the key bias of attention has a zero
+    # gradient in exact arithmetic, and Adam turns its rounding noise into full-size steps
+    # without changing any output.
+    one_model, two_model = (
+        load_model_dir(tmp_path / n, torch.device("cpu")) for n in ("one", "two")
+    )
+    histories = torch.arange(1, 41).view(8, 5)
+    torch.testing.assert_close(one_model(histories), two_model(histories), rtol=1e-3, atol=1e-3)
+    runs = mlflow.search_runs(experiment_names=["sasrec"], output_format="list")
+    assert len(runs) == 2  # one MLflow run per job, not per process
+
+
+def test_mlflow_pytorch_model_loads_and_scores_like_the_artifact(
+    sequences_dir, tmp_path, mlflow_uri
+):
+    result = subprocess.run(
+        sasrec_train(sequences_dir, tmp_path / "model", HPARAMS, "--register-as", "sasrec-games"),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    run_id = json.loads((tmp_path / "model" / "training.json").read_text())["mlflow_run_id"]
+    run = mlflow.get_run(run_id)
+    assert len(run.data.tags["data_fingerprint"]) == 64
+    assert run.data.params["code_version"] and run.data.params["git_commit"]
+    version = mlflow.MlflowClient().get_latest_versions("sasrec-games")[0]
+    assert version.run_id == run_id
+    loaded = mlflow.pytorch.load_model(f"models:/sasrec-games/{version.version}")
+    artifact = load_model_dir(tmp_path / "model", torch.device("cpu"))
+    histories = torch.zeros(3, 50, dtype=torch.long)
+    histories[:, -4:] = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]])
+    torch.testing.assert_close(loaded.eval()(histories), artifact(histories))
+    pyfunc = mlflow.pyfunc.load_model(f"models:/sasrec-games/{version.version}")
+    assert list(pyfunc.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 50]
+    scores = pyfunc.predict(histories.numpy())
+    assert scores.shape == (3, artifact.config.num_items + 1)
+    assert scores[:, 1:].argmax(1).tolist() == artifact(histories)[:, 1:].argmax(1).tolist()
