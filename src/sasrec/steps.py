@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,20 @@ def sequences_step(
 ) -> dict[str, Any]:
     """Build the sequence files and stats.json in `out_dir`."""
     return build_sequences(interactions_path, out_dir, kcore)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What one training run needs beyond the data: where to write and how to track."""
+
+    sequences_dir: Path
+    model_dir: Path
+    hparams: HParams
+    tracking_uri: str | None
+    experiment: str
+    run_name: str | None
+    checkpoint_dir: Path
+    registered_model_name: str | None
 
 
 def default_checkpoint_dir(model_dir: str | Path) -> Path:
@@ -79,95 +94,74 @@ def train_step(
     """
     from sasrec import distributed
 
-    checkpoint_dir = Path(checkpoint_dir or default_checkpoint_dir(model_dir))
+    job = TrainJob(
+        Path(sequences_dir), Path(model_dir), hparams, tracking_uri, experiment, run_name,
+        Path(checkpoint_dir or default_checkpoint_dir(model_dir)), registered_model_name,
+    )  # fmt: skip
     if num_processes > 1 and not distributed.launched_by_torchrun():
-        args = train_cli_args(
-            sequences_dir, model_dir, hparams, tracking_uri, experiment, run_name,
-            checkpoint_dir, registered_model_name,
-        )  # fmt: skip
-        distributed.relaunch_with_torchrun(num_processes, ["sasrec.cli", "train", *args])
-        return read_json(Path(model_dir) / "training.json")
+        args = ["sasrec.cli", "train", *train_cli_args(job)]
+        distributed.relaunch_with_torchrun(num_processes, args)
+        return read_json(job.model_dir / "training.json")
     from sasrec.device import resolve_device
 
     with distributed.process_group(resolve_device(hparams.device)):
         if distributed.is_main_process():
-            return _train_tracked(
-                sequences_dir, model_dir, hparams, tracking_uri, experiment, run_name,
-                checkpoint_dir, registered_model_name,
-            )  # fmt: skip
+            return _train_tracked(job)
         from sasrec.train import train_sasrec
 
-        checkpoint_path = checkpoint_dir / CHECKPOINT_FILE
-        return train_sasrec(sequences_dir, model_dir, hparams, checkpoint_path=checkpoint_path)[1]
+        checkpoint_path = job.checkpoint_dir / CHECKPOINT_FILE
+        return train_sasrec(
+            job.sequences_dir, job.model_dir, hparams, checkpoint_path=checkpoint_path
+        )[1]
 
 
-def _train_tracked(
-    sequences_dir: str | Path,
-    model_dir: str | Path,
-    hparams: HParams,
-    tracking_uri: str | None,
-    experiment: str,
-    run_name: str | None,
-    checkpoint_dir: Path,
-    registered_model_name: str | None,
-) -> dict[str, Any]:
+def _train_tracked(job: TrainJob) -> dict[str, Any]:
+    """Rank 0's training: in a new MLflow run, or in the checkpoint's run when resuming."""
     from sasrec.train import train_sasrec
 
-    stats = read_json(Path(sequences_dir) / schema.STATS_FILE)
-    previous = checkpoint_dir / CHECKPOINT_RUN_FILE
+    stats = read_json(job.sequences_dir / schema.STATS_FILE)
+    checkpoint_path = job.checkpoint_dir / CHECKPOINT_FILE
+    run_file = job.checkpoint_dir / CHECKPOINT_RUN_FILE
     resumed_run = None
-    if (checkpoint_dir / CHECKPOINT_FILE).exists() and previous.exists():
-        resumed_run = read_json(previous)["run_id"]
-        if not tracking.run_exists(tracking_uri, resumed_run):
+    if checkpoint_path.exists() and run_file.exists():
+        resumed_run = read_json(run_file)["run_id"]
+        if not tracking.run_exists(job.tracking_uri, resumed_run):
             resumed_run = None
-    with tracking.mlflow_run(tracking_uri, experiment, run_name, resumed_run) as run_id:
+    with tracking.mlflow_run(job.tracking_uri, job.experiment, job.run_name, resumed_run) as run_id:
         if resumed_run:
-            log.info("continuing MLflow run %s from the checkpoint in %s", run_id, checkpoint_dir)
+            log.info("continuing MLflow run %s from %s", run_id, job.checkpoint_dir)
         else:
-            write_json({"run_id": run_id}, previous)
+            write_json({"run_id": run_id}, run_file)
             tracking.log_params(
-                dataclasses.asdict(hparams)
+                dataclasses.asdict(job.hparams)
                 | {f"data_{k}": v for k, v in stats.items()}
                 | tracking.code_version()
             )
         lineage = {
             "mlflow_run_id": run_id,
-            "mlflow_tracking_uri": tracking.resolve_tracking_uri(tracking_uri),
+            "mlflow_tracking_uri": tracking.resolve_tracking_uri(job.tracking_uri),
         }
         model, summary = train_sasrec(
-            sequences_dir,
-            model_dir,
-            hparams,
-            lineage,
-            tracking.log_metrics,
-            checkpoint_dir / CHECKPOINT_FILE,
-        )
+            job.sequences_dir, job.model_dir, job.hparams, lineage, tracking.log_metrics,
+            checkpoint_path,
+        )  # fmt: skip
         tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
         tracking.set_tags({"data_fingerprint": summary["data_fingerprint"]})
-        tracking.log_artifacts(model_dir, "model_dir")
-        tracking.log_pytorch_model(model, registered_model_name)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        tracking.log_artifacts(job.model_dir, "model_dir")
+        tracking.log_pytorch_model(model, job.registered_model_name)
+    shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
     return summary | lineage
 
 
-def train_cli_args(
-    sequences_dir: str | Path,
-    model_dir: str | Path,
-    hparams: HParams,
-    tracking_uri: str | None,
-    experiment: str,
-    run_name: str | None,
-    checkpoint_dir: Path,
-    registered_model_name: str | None,
-) -> list[str]:
-    """The `sasrec train` arguments that run this same step in each torchrun worker."""
-    args = ["--sequences", str(sequences_dir), "--out", str(model_dir)]
-    args += ["--hparams", json.dumps(dataclasses.asdict(hparams)), "--experiment", experiment]
-    args += ["--checkpoint-dir", str(checkpoint_dir)]
+def train_cli_args(job: TrainJob) -> list[str]:
+    """The `sasrec train` arguments that run this same job in each torchrun worker."""
+    args = ["--sequences", str(job.sequences_dir), "--out", str(job.model_dir)]
+    args += ["--hparams", json.dumps(dataclasses.asdict(job.hparams))]
+    args += ["--experiment", job.experiment, "--checkpoint-dir", str(job.checkpoint_dir)]
     for flag, value in (
-        ("--tracking-uri", tracking_uri),
-        ("--run-name", run_name),
-        ("--register-as", registered_model_name),
+        ("--tracking-uri", job.tracking_uri),
+        ("--run-name", job.run_name),
+        ("--register-as", job.registered_model_name),
     ):
         if value:
             args += [flag, value]
