@@ -41,16 +41,6 @@ def mean_over_processes(value: torch.Tensor) -> float:
     return float(value)
 
 
-def broadcast_object(value: object) -> object:
-    """Rank 0's `value` on every process."""
-    _, world = rank_and_world()
-    if world == 1:
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
 @contextlib.contextmanager
 def process_group(device: torch.device) -> Iterator[None]:
     """Join the torchrun process group when launched by torchrun (NCCL on GPUs, else gloo)."""

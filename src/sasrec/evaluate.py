@@ -73,6 +73,19 @@ def sample_unseen_items(
         samples[rejected] = draw(int(rejected.sum()))
 
 
+def exclude_items(scores: torch.Tensor, history: torch.Tensor | None) -> torch.Tensor:
+    """Set the scores of padding and of each row's history items to -inf, in place.
+
+    Args:
+        scores: (B, N + 1) scores of every item.
+        history: (B, S) items to exclude, 0-padded; None to exclude only padding.
+    """
+    scores[:, PAD] = float("-inf")
+    if history is not None:
+        scores.scatter_(1, history, float("-inf"))
+    return scores
+
+
 def full_catalogue_ranks(
     scores: torch.Tensor, history: torch.Tensor | None, targets: torch.Tensor
 ) -> torch.Tensor:
@@ -86,10 +99,7 @@ def full_catalogue_ranks(
     Returns:
         (B,) 0-based ranks.
     """
-    scores[:, PAD] = float("-inf")
-    if history is not None:
-        scores.scatter_(1, history, float("-inf"))
-    return rank_of_targets(scores, targets)
+    return rank_of_targets(exclude_items(scores, history), targets)
 
 
 @dataclass(frozen=True)

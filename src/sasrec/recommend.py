@@ -14,8 +14,9 @@ from sasrec.checkpoint import load_model_dir
 from sasrec.data import schema
 from sasrec.device import resolve_device
 from sasrec.errors import SASRecError
+from sasrec.evaluate import exclude_items
 from sasrec.io import atomic_path
-from sasrec.model import PAD, SASRec
+from sasrec.model import SASRec
 from sasrec.tensors import pad_left
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,12 @@ RECOMMENDATIONS_SCHEMA = pa.schema([
     pa.field("item_id", pa.string()),
     pa.field("score", pa.float32()),
 ])  # fmt: skip
+
+
+def check_k(k: int) -> None:
+    """Reject a non-positive number of recommendations."""
+    if k < 1:
+        raise SASRecError(f"-k must be at least 1, got {k}")
 
 
 @torch.no_grad()
@@ -45,9 +52,7 @@ def top_unseen(
     """
     histories = histories.to(device)
     scores = model(histories[:, -model.config.max_len :]).float()  # (B, N + 1)
-    scores[:, PAD] = float("-inf")
-    scores.scatter_(1, histories, float("-inf"))
-    top = scores.topk(k, dim=1)
+    top = exclude_items(scores, histories).topk(k, dim=1)
     return top.indices.cpu(), top.values.cpu()
 
 
@@ -61,8 +66,7 @@ def recommend_for_history(
     Raises:
         SASRecError: when no id of `history` is known, or k is not positive.
     """
-    if k < 1:
-        raise SASRecError(f"-k must be at least 1, got {k}")
+    check_k(k)
     torch_device = resolve_device(device)
     model = load_model_dir(model_dir, torch_device)
     vocab = pl.read_parquet(Path(model_dir) / schema.ITEM_VOCAB_FILE)
@@ -118,6 +122,7 @@ def recommend_all_users(
     Returns:
         Counts of users and rows written.
     """
+    check_k(k)
     torch_device = resolve_device(device)
     model = load_model_dir(model_dir, torch_device)
     sequences = known_sequences(Path(sequences_dir))

@@ -124,3 +124,17 @@ def test_recommendations_for_every_user(trained, tmp_path):
     assert user["rank"].to_list() == [1, 2, 3, 4, 5]
     assert user["item_id"][0] == "B0011"
     assert not set(user["item_id"]) & {f"B{i:04d}" for i in range(3, 11)}
+
+
+def test_recommendations_need_a_positive_k_and_write_nothing_otherwise(trained, tmp_path):
+    model_dir, sequences_dir = trained
+    result = sasrec(
+        "recommend", "--model", str(model_dir), "--sequences", str(sequences_dir),
+        "--out", str(tmp_path / "recs"), "-k", "0",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "sasrec recommend: error: -k must be at least 1, got 0"
+    )
+    assert not (tmp_path / "recs").exists()
