@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from sasrec.data import schema
+from sasrec.errors import SASRecError
 from sasrec.io import atomic_path, read_json, write_json
 from sasrec.model import SASRec, SASRecConfig
 
@@ -37,8 +38,17 @@ def save_model_dir(
 
 
 def load_model_dir(model_dir: str | Path, device: torch.device) -> SASRec:
-    """Load a model artifact in eval mode; weights are read without unpickling objects."""
+    """Load a model artifact in eval mode; weights are read without unpickling objects.
+
+    Raises:
+        SASRecError: when `model_dir` is not a model directory.
+    """
     model_dir = Path(model_dir)
+    if not (model_dir / WEIGHTS_FILE).is_file():
+        raise SASRecError(
+            f"{model_dir} is not a model directory (no {WEIGHTS_FILE}); give the output of "
+            "`sasrec train`"
+        )
     config = SASRecConfig(**read_json(model_dir / CONFIG_FILE))
     model = SASRec(config)
     state = torch.load(model_dir / WEIGHTS_FILE, map_location=device, weights_only=True)

@@ -138,3 +138,13 @@ def test_recommendations_need_a_positive_k_and_write_nothing_otherwise(trained, 
         == "sasrec recommend: error: -k must be at least 1, got 0"
     )
     assert not (tmp_path / "recs").exists()
+
+
+def test_recommend_names_a_missing_model_directory(tmp_path):
+    result = sasrec("recommend", "--model", str(tmp_path / "nope"), "--history", "B0001")
+    assert result.returncode == 2
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line == (
+        f"sasrec recommend: error: {tmp_path / 'nope'} is not a model directory (no model.pt); "
+        "give the output of `sasrec train`"
+    )
