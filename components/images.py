@@ -5,6 +5,7 @@ read from the environment by the image build and the pipeline compile alike.
 """
 
 import os
+import sys
 from importlib.metadata import version
 
 STEPS = ("download", "sequences", "train", "evaluate")
@@ -18,3 +19,7 @@ def image_uri(step: str) -> str:
     tag = os.environ.get("IMAGE_TAG") or version("sasrec")
     name = f"sasrec-{step}:{tag}"
     return f"{registry}/{name}" if registry else name
+
+
+if __name__ == "__main__":  # `python -m components.images STEP`: what the Makefile tags
+    print(image_uri(sys.argv[1]))

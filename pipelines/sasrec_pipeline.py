@@ -2,7 +2,7 @@
 
 from typing import NamedTuple
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, Model
 
 from components.download import download
@@ -31,6 +31,9 @@ def sasrec_pipeline(
     kcore: int = 5,
     hparams: dict = {},  # noqa: B006 - KFP takes parameter defaults as literals
     gpu_count: int = 1,
+    gpu_type: str = "nvidia.com/gpu",
+    train_node_selector: dict = {},  # noqa: B006
+    train_tolerations: list = [],  # noqa: B006
     mlflow_tracking_uri: str = "",
     mlflow_experiment: str = "sasrec",
     registered_model_name: str = "",
@@ -44,7 +47,13 @@ def sasrec_pipeline(
         amazon_base_url: Mirror of the Amazon Reviews 2023 files; empty for the official site.
         kcore: Minimum interactions per user and item; 0 disables the filter.
         hparams: Hyperparameter overrides, e.g. {"max_epochs": 50}.
-        gpu_count: GPUs requested by the train task, one data-parallel process each.
+        gpu_count: GPUs requested by the train task, one data-parallel process each; 0 trains
+            on the CPU.
+        gpu_type: Kubernetes resource name of the GPUs, e.g. nvidia.com/gpu.
+        train_node_selector: Node labels the train task must run on, e.g.
+            {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}.
+        train_tolerations: Kubernetes tolerations of the train task, e.g.
+            [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}].
         mlflow_tracking_uri: MLflow tracking URI for every task; empty for each task's default.
         mlflow_experiment: MLflow experiment of the run.
         registered_model_name: Register the trained model in MLflow under this name; empty: no.
@@ -52,10 +61,10 @@ def sasrec_pipeline(
         recommendations_k: Items per user in the recommendations.
     """
     download_task = download(source=source, amazon_base_url=amazon_base_url)
-    download_task.set_display_name("Download reviews")
+    download_task.set_display_name("Download reviews").set_caching_options(True)
 
     sequences_task = sequences(interactions=download_task.outputs["interactions"], kcore=kcore)
-    sequences_task.set_display_name("Build sequences")
+    sequences_task.set_display_name("Build sequences").set_caching_options(True)
 
     train_task = train(
         sequences=sequences_task.outputs["sequences"],
@@ -66,15 +75,18 @@ def sasrec_pipeline(
         num_processes=gpu_count,
         registered_model_name=registered_model_name,
     )
-    train_task.set_display_name("Train SASRec")
-    train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
+    # Not cached: a rerun is asked for to train again (the model is logged to MLflow).
+    train_task.set_display_name("Train SASRec").set_caching_options(False)
+    train_task.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
+    kubernetes.add_node_selector_json(train_task, train_node_selector)
+    kubernetes.add_toleration_json(train_task, train_tolerations)
 
     evaluate_task = evaluate(
         model=train_task.outputs["model"],
         sequences=sequences_task.outputs["sequences"],
         mlflow_tracking_uri=mlflow_tracking_uri,
     )
-    evaluate_task.set_display_name("Evaluate")
+    evaluate_task.set_display_name("Evaluate").set_caching_options(False)
 
     with dsl.If(write_recommendations == True):  # noqa: E712 - a KFP condition, not Python
         recommend_task = recommend(

@@ -9,6 +9,7 @@ from pathlib import Path
 from sasrec.data.download import DEFAULT_CACHE_DIR
 from sasrec.data.sources import AMAZON_2023_BASE_URL_ENV, DEFAULT_SOURCE
 from sasrec.errors import SASRecError
+from sasrec.local_run import RUNNERS
 from sasrec.tracking import DEFAULT_EXPERIMENT
 
 HPARAMS_HELP = "JSON object of hyperparameter overrides, e.g. '{\"max_epochs\": 50}'"
@@ -96,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", type=Path, default=Path("outputs"))
     run.add_argument("--kcore", type=int, default=5, help="k-core filter, 0 disables (default 5)")
     run.add_argument("--hparams", default="", help=HPARAMS_HELP)
+    run.add_argument(
+        "--runner",
+        choices=RUNNERS,
+        default="subprocess",
+        help="subprocess: tasks in this Python (default); docker: tasks in the step images "
+        "(`make images`), logging to the MLflow server of $MLFLOW_TRACKING_URI",
+    )
     return parser
 
 
@@ -129,8 +137,9 @@ def dispatch(args: argparse.Namespace) -> object:
     from sasrec.local_run import run_pipeline_locally
 
     return run_pipeline_locally(
-        args.source, args.output_dir, args.kcore, parse_hparams(args.hparams), args.amazon_base_url
-    )
+        args.source, args.output_dir, args.kcore, parse_hparams(args.hparams),
+        args.amazon_base_url, args.runner,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,11 +2,15 @@
 
 import dataclasses
 import logging
+import os
 import re
 import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+import requests
 
 from sasrec.config import HParams
 from sasrec.data.schema import METRICS_FILE, RECOMMENDATIONS_FILE, REPORT_FILE
@@ -17,6 +21,10 @@ from sasrec.tracking import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
+RUNNERS = ("subprocess", "docker")
+IMAGE_USER_ID = 10001  # the non-root user of docker/Dockerfile
+MLFLOW_SERVER_WAIT_SECONDS = 90.0
+
 
 def run_pipeline_locally(
     source: str,
@@ -24,11 +32,14 @@ def run_pipeline_locally(
     kcore: int,
     hparams: HParams,
     amazon_base_url: str | None = None,
+    runner: str = "subprocess",
 ) -> dict[str, Any]:
-    """Compile the pipeline, run it with `kfp.local`'s SubprocessRunner, collect its outputs.
+    """Compile the pipeline, run it with one of `kfp.local`'s runners, collect its outputs.
 
-    Each task runs in a subprocess of this Python (no containers). Afterwards the model is
-    copied to `output_dir/model/` and the metrics to `output_dir/metrics.json`.
+    `subprocess`: each task runs in a subprocess of this Python. `docker`: each task runs in
+    its step's image (`make images`) on the host's network, so that it reaches an MLflow
+    server and a source on 127.0.0.1. Afterwards the model is copied to `output_dir/model/`
+    and the metrics to `output_dir/metrics.json`.
 
     Returns:
         The evaluation metrics.
@@ -45,19 +56,23 @@ def run_pipeline_locally(
     output_dir = Path(output_dir).resolve()
     pipeline_yaml = compile_pipeline(output_dir / "sasrec_pipeline.yaml")
     pipeline = components.load_component_from_file(str(pipeline_yaml))
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(output_dir / "pipeline_root"),
-    )
+    pipeline_root = output_dir / "pipeline_root"
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    if runner == "docker":
+        tracking_uri = _server_tracking_uri()
+        local.init(runner=_docker_runner(pipeline_root), pipeline_root=str(pipeline_root))
+    else:
+        tracking_uri = resolve_tracking_uri()
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
     if not is_remote(source) and Path(source).exists():
-        source = str(Path(source).resolve())  # tasks may run in another directory
+        source = _task_visible_path(Path(source).resolve(), pipeline_root, runner)
     try:
         run = pipeline(
             source=source,
             amazon_base_url=amazon_2023_base_url(amazon_base_url),
             kcore=kcore,
             hparams=dataclasses.asdict(hparams),
-            mlflow_tracking_uri=resolve_tracking_uri(),
+            mlflow_tracking_uri=tracking_uri,
         )
     except RuntimeError as err:  # kfp.local raises it when a task fails
         raise SASRecError(_failure_message(str(err))) from err
@@ -77,6 +92,63 @@ def run_pipeline_locally(
         output_dir / "evaluation" / REPORT_FILE,
     )
     return metrics
+
+
+def _server_tracking_uri() -> str:
+    """The MLflow server that tasks in containers log to: a file store would stay inside."""
+    uri = resolve_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        raise SASRecError(
+            f"the docker runner needs an MLflow server, not {uri!r}: set MLFLOW_TRACKING_URI="
+            "http://HOST:PORT (`make run-docker` starts one with docker compose)"
+        )
+    _wait_until_healthy(uri)
+    return uri
+
+
+def _wait_until_healthy(server_uri: str, timeout_s: float = MLFLOW_SERVER_WAIT_SECONDS) -> None:
+    """Wait for the MLflow server's /health (a server just started takes about 10 s)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if requests.get(f"{server_uri.rstrip('/')}/health", timeout=5).ok:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise SASRecError(
+                f"the MLflow server at {server_uri} did not answer in {timeout_s:.0f} s"
+            )
+        time.sleep(1)
+
+
+def _docker_runner(pipeline_root: Path) -> Any:
+    """A DockerRunner whose containers can write the pipeline root they mount.
+
+    Run by a user, the containers run as that user (outputs stay theirs); run by root, they
+    keep the images' non-root user, who is given the pipeline root.
+    """
+    from kfp import local
+
+    if os.getuid() == 0:
+        for path in (pipeline_root, *pipeline_root.rglob("*")):
+            os.chown(path, IMAGE_USER_ID, IMAGE_USER_ID)
+        return local.DockerRunner(network_mode="host")
+    return local.DockerRunner(
+        network_mode="host", user=f"{os.getuid()}:{os.getgid()}", environment={"HOME": "/tmp"}
+    )
+
+
+def _task_visible_path(source: Path, pipeline_root: Path, runner: str) -> str:
+    """`source` as the tasks see it: containers see only the pipeline root, so copy it there."""
+    if runner != "docker":
+        return str(source)  # tasks may run in another directory: an absolute path
+    inputs_dir = pipeline_root / "inputs"
+    inputs_dir.mkdir(exist_ok=True)
+    shutil.copyfile(source, inputs_dir / source.name)
+    if os.getuid() == 0:
+        os.chown(inputs_dir, IMAGE_USER_ID, IMAGE_USER_ID)
+    return str(inputs_dir / source.name)
 
 
 def _latest_recommendations(pipeline_root: Path) -> Path | None:

@@ -85,3 +85,16 @@ def test_failed_task_is_one_line_and_keeps_earlier_outputs(tmp_path, mlflow_uri)
     assert "3 interactions needed" in result.stdout  # the task's own log says why
     assert list((tmp_path / "outputs" / "pipeline_root").rglob("interactions.parquet"))
     assert not (tmp_path / "outputs" / "metrics.json").exists()
+
+
+def test_docker_runner_without_an_mlflow_server_fails_before_any_task(tmp_path, monkeypatch):
+    source = tmp_path / "three.txt"
+    source.write_text("1 1\n1 2\n1 3\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    result = subprocess.run(
+        [sys.executable, "-m", "sasrec.cli", "run", "--runner", "docker", "--source", str(source)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "the docker runner needs an MLflow server" in result.stderr.strip().splitlines()[-1]
+    assert not list((tmp_path / "outputs" / "pipeline_root").rglob("*.parquet"))

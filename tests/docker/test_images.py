@@ -1,0 +1,140 @@
+"""The step images on a real Docker engine: `make test-docker` builds them, then this runs
+the pipeline with docker compose and with KFP's DockerRunner on the Amazon Reviews 2023
+sample served from 127.0.0.1, and checks what the MLflow server holds."""
+
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from components.images import STEPS, image_uri
+from conftest import shared_file
+
+pytestmark = pytest.mark.docker
+
+REPO = Path(__file__).resolve().parents[2]
+HPARAMS = {"max_epochs": 3, "eval_every": 1}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def amazon_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The official layout (raw/review_categories/<Category>.jsonl.gz) on 127.0.0.1."""
+    sample = shared_file("amazon-reviews-2023-video-games-sample/Video_Games.jsonl.gz")
+    root = tmp_path_factory.mktemp("mirror")
+    (root / "raw" / "review_categories").mkdir(parents=True)
+    shutil.copyfile(sample, root / "raw" / "review_categories" / "Video_Games.jsonl.gz")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def compose_env(amazon_mirror: str) -> Iterator[dict[str, str]]:
+    """Environment of the make targets: a project and MLflow port of this test's own."""
+    project = f"sasrectest{os.getpid()}"
+    env = {
+        **os.environ,
+        "COMPOSE_PROJECT": project,
+        "MLFLOW_PORT": str(_free_port()),
+        "SASREC_AMAZON_BASE_URL": amazon_mirror,
+        "KCORE": "0",
+        "HPARAMS": json.dumps(HPARAMS),
+    }
+    yield env
+    subprocess.run(["make", "-s", "compose-down", "ARGS=--volumes"], cwd=REPO, env=env, check=True)
+
+
+def _make(target: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        ["make", target, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _runs(tracking_uri: str) -> list:
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("sasrec")
+    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time"])
+
+
+def _assert_complete_run(tracking_uri: str, run) -> None:
+    """Per-epoch validation, test metrics from the evaluate step, a loadable model."""
+    client = MlflowClient(tracking_uri)
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "val_ndcg_at_10")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert 0.0 <= run.data.metrics["test_ndcg_at_10"] <= 1.0
+    assert "test_baseline_popularity_ndcg_at_10" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"model_dir", "evaluation"}
+    (model,) = run.outputs.model_outputs
+    import torch
+
+    mlflow.set_tracking_uri(tracking_uri)
+    scorer = mlflow.pytorch.load_model(f"models:/{model.model_id}")
+    scores = scorer(torch.ones(2, 50, dtype=torch.long))
+    num_items = int(run.data.params["data_num_items"])
+    assert scores.shape == (2, num_items + 1)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_images_run_as_non_root_with_labels_and_no_secrets(step: str) -> None:
+    image = image_uri(step)
+    info = json.loads(subprocess.check_output(["docker", "image", "inspect", image]))[0]
+    config = info["Config"]
+    assert config["User"] not in ("", "0", "root")
+    assert config["Labels"]["org.opencontainers.image.title"] == f"sasrec-{step}"
+    assert config["Labels"]["org.opencontainers.image.version"]
+    assert not [v for v in config["Env"] if any(s in v for s in ("TOKEN", "PASSWORD", "KEY="))]
+    uid = subprocess.check_output(["docker", "run", "--rm", image, "id", "-u"], text=True)
+    assert int(uid) != 0
+    host_certs = [p.name for p in Path("/usr/local/share/ca-certificates").glob("*.crt")]
+    if host_certs:  # the proxy's certificates of the build machine stay out of the image
+        found = subprocess.run(
+            ["docker", "run", "--rm", image, "find", "/", "-xdev", "-name", host_certs[0]],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert found.stdout.strip() == ""
+    has_torch = subprocess.run(
+        ["docker", "run", "--rm", image, "python3", "-c", "import torch"], capture_output=True
+    )
+    assert (has_torch.returncode == 0) == (step in ("train", "evaluate"))
+
+
+def test_compose_then_docker_runner_log_complete_runs_to_the_mlflow_server(
+    compose_env: dict[str, str], tmp_path: Path
+) -> None:
+    tracking_uri = f"http://127.0.0.1:{compose_env['MLFLOW_PORT']}"
+    compose_files = "-f docker/compose.yaml -f tests/docker/compose.host-network.yaml"
+    result = _make("compose-run", compose_env, f"COMPOSE_FILES={compose_files}")
+    assert f"MLflow UI: http://localhost:{compose_env['MLFLOW_PORT']}" in result.stdout
+    (compose_run,) = _runs(tracking_uri)
+    _assert_complete_run(tracking_uri, compose_run)
+
+    out = tmp_path / "docker-run"
+    _make("run-docker", compose_env, f"ARGS=--kcore 0 --output-dir {out} --hparams "
+          + json.dumps(json.dumps(HPARAMS)))  # fmt: skip
+    first, docker_run = _runs(tracking_uri)
+    assert first.info.run_id == compose_run.info.run_id
+    _assert_complete_run(tracking_uri, docker_run)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert docker_run.data.metrics["test_ndcg_at_10"] == pytest.approx(metrics["ndcg@10"])
+    assert (out / "evaluation" / "report.html").stat().st_size > 10_000
