@@ -1,7 +1,7 @@
 """Sequences component: interactions to per-user sequences, item vocabulary and splits."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Output
+from kfp.dsl import HTML, Dataset, Input, Metrics, Output
 
 from components.images import image_uri
 
@@ -10,23 +10,33 @@ from components.images import image_uri
 def sequences(
     interactions: Input[Dataset],
     kcore: int,
+    split: str,
+    max_len: int,
     sequences: Output[Dataset],
     sequence_stats: Output[Metrics],
+    report: Output[HTML],
 ):
     """Build train/valid/test sequences, the item vocabulary and stats.json.
 
     Args:
         interactions: Output of the download component.
         kcore: Minimum interactions per user and item; 0 disables the filter.
+        split: leave_one_out, or timestamp (the Amazon Reviews 2023 benchmark's cut points).
+        max_len: Most recent items kept per history; 0 keeps all.
         sequences: Directory of Parquet files and stats.json.
         sequence_stats: The numbers in stats.json.
+        report: Sequence lengths and item popularity, plotted.
     """
     import os
+    import shutil
 
     from sasrec.steps import sequences_step
 
     stats = sequences_step(
-        os.path.join(interactions.path, "interactions.parquet"), sequences.path, kcore
-    )
+        os.path.join(interactions.path, "interactions.parquet"), sequences.path, kcore, split,
+        max_len,
+    )  # fmt: skip
     for name, value in stats.items():
-        sequence_stats.log_metric(name, value)
+        if isinstance(value, int | float):  # metrics are numbers; the split name is not
+            sequence_stats.log_metric(name, value)
+    shutil.copyfile(os.path.join(sequences.path, "report.html"), report.path)

@@ -29,6 +29,8 @@ def sasrec_pipeline(
     source: str = "amazon2023:Video_Games",
     amazon_base_url: str = "",
     kcore: int = 5,
+    split: str = "leave_one_out",
+    sequence_max_len: int = 0,
     hparams: dict = {},  # noqa: B006 - KFP takes parameter defaults as literals
     gpu_count: int = 1,
     gpu_type: str = "nvidia.com/gpu",
@@ -46,6 +48,8 @@ def sasrec_pipeline(
         source: amazon2023:<Category>, an http(s)/gs:// URL, or a path the tasks can read.
         amazon_base_url: Mirror of the Amazon Reviews 2023 files; empty for the official site.
         kcore: Minimum interactions per user and item; 0 disables the filter.
+        split: leave_one_out, or timestamp (the Amazon Reviews 2023 benchmark's cut points).
+        sequence_max_len: Most recent items kept per history by the sequences step; 0: all.
         hparams: Hyperparameter overrides, e.g. {"max_epochs": 50}.
         gpu_count: GPUs requested by the train task, one data-parallel process each; 0 trains
             on the CPU.
@@ -63,7 +67,12 @@ def sasrec_pipeline(
     download_task = download(source=source, amazon_base_url=amazon_base_url)
     download_task.set_display_name("Download reviews").set_caching_options(True)
 
-    sequences_task = sequences(interactions=download_task.outputs["interactions"], kcore=kcore)
+    sequences_task = sequences(
+        interactions=download_task.outputs["interactions"],
+        kcore=kcore,
+        split=split,
+        max_len=sequence_max_len,
+    )
     sequences_task.set_display_name("Build sequences").set_caching_options(True)
 
     train_task = train(

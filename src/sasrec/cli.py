@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from sasrec.data.download import DEFAULT_CACHE_DIR
+from sasrec.data.sequences import SPLITS
 from sasrec.data.sources import AMAZON_2023_BASE_URL_ENV, DEFAULT_SOURCE
 from sasrec.errors import SASRecError
 from sasrec.local_run import RUNNERS
@@ -30,6 +31,16 @@ def _add_source_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_split_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="leave_one_out",
+        help="leave_one_out (default), or timestamp: the Amazon Reviews 2023 benchmark's cut "
+        "points (training before 2021-08-11, validation until 2022-07-16, then test)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="sasrec", description=__doc__)
@@ -46,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     sequences.add_argument("--out", required=True, type=Path, help="output directory")
     sequences.add_argument(
         "--kcore", type=int, default=5, help="k-core filter, 0 disables (default 5)"
+    )
+    _add_split_arg(sequences)
+    sequences.add_argument(
+        "--max-len", type=int, default=0, help="keep the most recent N items per history (0: all)"
     )
 
     train = commands.add_parser("train", help="train SASRec, log to MLflow")
@@ -97,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", type=Path, default=Path("outputs"))
     run.add_argument("--kcore", type=int, default=5, help="k-core filter, 0 disables (default 5)")
     run.add_argument("--hparams", default="", help=HPARAMS_HELP)
+    _add_split_arg(run)
     run.add_argument(
         "--runner",
         choices=RUNNERS,
@@ -115,7 +131,9 @@ def dispatch(args: argparse.Namespace) -> object:
     if args.command == "download":
         return steps.download_step(args.source, args.out, args.amazon_base_url, args.cache_dir)
     if args.command == "sequences":
-        return steps.sequences_step(args.interactions, args.out, args.kcore)
+        return steps.sequences_step(
+            args.interactions, args.out, args.kcore, args.split, args.max_len
+        )
     if args.command == "train":
         hparams = parse_hparams(args.hparams)
         return steps.train_step(
@@ -138,7 +156,7 @@ def dispatch(args: argparse.Namespace) -> object:
 
     return run_pipeline_locally(
         args.source, args.output_dir, args.kcore, parse_hparams(args.hparams),
-        args.amazon_base_url, args.runner,
+        args.amazon_base_url, args.runner, args.split,
     )  # fmt: skip
 
 

@@ -14,7 +14,12 @@ import requests
 
 from sasrec.config import HParams
 from sasrec.data.schema import METRICS_FILE, RECOMMENDATIONS_FILE, REPORT_FILE
-from sasrec.data.sources import amazon_2023_base_url, detect_format, is_remote, resolve_source
+from sasrec.data.sources import (
+    amazon_2023_base_url,
+    detect_format,
+    is_remote,
+    resolve_source_files,
+)
 from sasrec.errors import SASRecError
 from sasrec.io import atomic_path, read_json, write_json
 from sasrec.tracking import resolve_tracking_uri
@@ -33,6 +38,7 @@ def run_pipeline_locally(
     hparams: HParams,
     amazon_base_url: str | None = None,
     runner: str = "subprocess",
+    split: str = "leave_one_out",
 ) -> dict[str, Any]:
     """Compile the pipeline, run it with one of `kfp.local`'s runners, collect its outputs.
 
@@ -52,7 +58,9 @@ def run_pipeline_locally(
     warnings.filterwarnings("ignore", message=r"Task '[\w-]+': settings .* have no effect")
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
 
-    detect_format(resolve_source(source, amazon_base_url))  # fail before starting any task
+    for file in resolve_source_files(source, amazon_base_url):  # fail before any task runs
+        if not is_remote(file.location):
+            detect_format(file.location, Path(file.location))
     output_dir = Path(output_dir).resolve()
     pipeline_yaml = compile_pipeline(output_dir / "sasrec_pipeline.yaml")
     pipeline = components.load_component_from_file(str(pipeline_yaml))
@@ -71,6 +79,7 @@ def run_pipeline_locally(
             source=source,
             amazon_base_url=amazon_2023_base_url(amazon_base_url),
             kcore=kcore,
+            split=split,
             hparams=dataclasses.asdict(hparams),
             mlflow_tracking_uri=tracking_uri,
         )

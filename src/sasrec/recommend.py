@@ -94,7 +94,12 @@ def recommend_for_history(
 def known_sequences(sequences_dir: Path) -> pl.DataFrame:
     """Every user's whole known sequence (train items, then validation and test items)."""
     train = pl.read_parquet(sequences_dir / schema.TRAIN_FILE)
-    test = pl.read_parquet(sequences_dir / schema.TEST_FILE)
+    # Under the timestamp split a user has several test rows, oldest first: the last knows most.
+    test = (
+        pl.read_parquet(sequences_dir / schema.TEST_FILE)
+        .group_by(schema.USER_ID, maintain_order=True)
+        .last()
+    )
     # A test row's history already holds the validation item; add the test item itself.
     with_test = test.select(
         schema.USER_ID,

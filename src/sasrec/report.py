@@ -1,43 +1,17 @@
 """The evaluation report: one self-contained HTML file with tables and matplotlib plots."""
 
-import base64
-import html
-import io
 from typing import Any
-
-import matplotlib
-
-matplotlib.use("Agg")  # no display in a pipeline task
 
 import matplotlib.pyplot as plt
 import polars as pl
 
 from sasrec.evaluate import Example
 from sasrec.metrics import KS
+from sasrec.pages import figure_html, html_page, table_html
 
 SCORERS = ("sasrec", "transition", "popularity")
 HEADLINE = ("ndcg@10", "hit@10", "mrr@10")
 BEYOND_ACCURACY = ("coverage@10", "mean_popularity@10")
-
-
-def figure_html(figure: plt.Figure, alt: str) -> str:
-    """Embed a figure as a PNG data URI and close it."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    data = base64.b64encode(buffer.getvalue()).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def table_html(header: list[str], rows: list[list[Any]]) -> str:
-    """A plain HTML table; floats shown with 4 decimals."""
-
-    def cell(value: Any) -> str:
-        return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def metric_at_k_plot(metrics: dict[str, dict[str, float]]) -> plt.Figure:
@@ -154,14 +128,4 @@ def render_report(
         "(the held-out item in &lt;&lt; &gt;&gt; when it was found).</p>",
         table_html(["user", "recent history", "held out", "top 10"], example_rows),
     ]
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:auto}"
-        "table{border-collapse:collapse;margin:8px 0}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-    )
-    body = "\n".join(sections)
-    return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>SASRec evaluation report</title><style>{style}</style></head>"
-        f"<body>\n{body}\n</body></html>\n"
-    )
+    return html_page("SASRec evaluation report", sections)

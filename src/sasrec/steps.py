@@ -37,10 +37,14 @@ def download_step(
 
 
 def sequences_step(
-    interactions_path: str | Path, out_dir: str | Path, kcore: int = 5
+    interactions_path: str | Path,
+    out_dir: str | Path,
+    kcore: int = 5,
+    split: str = "leave_one_out",
+    max_len: int = 0,
 ) -> dict[str, Any]:
-    """Build the sequence files and stats.json in `out_dir`."""
-    return build_sequences(interactions_path, out_dir, kcore)
+    """Build the sequence files and stats.json in `out_dir` (see `build_sequences`)."""
+    return build_sequences(interactions_path, out_dir, kcore, split, max_len)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ def test_amazon_category_from_a_mirror_is_downloaded_once(http_server, amazon_sa
         counts = download_interactions(
             "amazon2023:Video_Games", tmp_path / f"out{attempt}.parquet", base_url, cache
         )
-        assert counts == {"num_interactions": 1000}
+        assert counts == {"num_interactions": 1000, "num_lines": 1000, "num_malformed_lines": 0}
     assert requests_seen == ["/raw/review_categories/Video_Games.jsonl.gz"]  # 2nd run: cache
     first, second = (pl.read_parquet(tmp_path / f"out{n}.parquet") for n in (1, 2))
     assert first.equals(second)

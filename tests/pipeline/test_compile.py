@@ -13,9 +13,15 @@ STEPS = ("download", "sequences", "train", "evaluate")
 
 
 @pytest.fixture(scope="module")
-def spec(tmp_path_factory) -> dict:
+def documents(tmp_path_factory) -> list[dict]:
+    """The pipeline spec, then the Kubernetes platform spec (node selector, tolerations)."""
     path = compile_pipeline(tmp_path_factory.mktemp("build") / "sasrec_pipeline.yaml")
-    return yaml.safe_load(path.read_text())
+    return list(yaml.safe_load_all(path.read_text()))
+
+
+@pytest.fixture(scope="module")
+def spec(documents) -> dict:
+    return documents[0]
 
 
 def test_four_tasks_chained_by_artifacts(spec):
@@ -59,6 +65,7 @@ def test_artifact_types(spec):
     assert outputs("sequences") == {
         "sequences": "system.Dataset",
         "sequence_stats": "system.Metrics",
+        "report": "system.HTML",
     }
     assert outputs("train") == {"model": "system.Model"}
     assert outputs("evaluate") == {
@@ -94,10 +101,11 @@ def test_one_image_per_step(spec):
 
 def test_training_requests_gpus_from_a_pipeline_parameter(spec):
     resources = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
-    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert "gpu_type" in resources["accelerator"]["resourceType"]
     assert "gpu_count" in resources["accelerator"]["resourceCount"]
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert parameters["gpu_count"]["defaultValue"] == 1
+    assert parameters["gpu_type"]["defaultValue"] == "nvidia.com/gpu"
     # The same parameter sets the number of data-parallel training processes.
     train_inputs = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
     assert train_inputs["num_processes"]["componentInputParameter"] == "gpu_count"
@@ -105,10 +113,29 @@ def test_training_requests_gpus_from_a_pipeline_parameter(spec):
         assert "resources" not in spec["deploymentSpec"]["executors"][f"exec-{step}"]["container"]
 
 
+def test_train_placement_from_pipeline_parameters(documents):
+    train = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    assert train["nodeSelector"]["nodeSelectorJson"] == {
+        "componentInputParameter": "train_node_selector"
+    }
+    assert train["tolerations"][0]["tolerationJson"] == {
+        "componentInputParameter": "train_tolerations"
+    }
+
+
+def test_data_steps_are_cached_and_training_is_not(spec):
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["download"]["cachingOptions"] == {"enableCache": True}
+    assert tasks["sequences"]["cachingOptions"] == {"enableCache": True}
+    assert not tasks["train"]["cachingOptions"].get("enableCache")
+    assert not tasks["evaluate"]["cachingOptions"].get("enableCache")
+
+
 def test_pipeline_parameters_and_defaults(spec):
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert parameters["source"]["defaultValue"] == "amazon2023:Video_Games"
     assert parameters["kcore"]["defaultValue"] == 5
+    assert parameters["split"]["defaultValue"] == "leave_one_out"
     assert parameters["hparams"]["parameterType"] == "STRUCT"
     assert {"amazon_base_url", "mlflow_tracking_uri", "mlflow_experiment"} <= set(parameters)
 
@@ -117,5 +144,5 @@ def test_image_registry_and_tag_from_the_environment(tmp_path):
     out = tmp_path / "p.yaml"
     env = os.environ | {"IMAGE_REGISTRY": "registry.example/team/", "IMAGE_TAG": "v9"}
     subprocess.run([sys.executable, "-m", "pipelines.compile", str(out)], env=env, check=True)
-    executors = yaml.safe_load(out.read_text())["deploymentSpec"]["executors"]
+    executors = next(yaml.safe_load_all(out.read_text()))["deploymentSpec"]["executors"]
     assert executors["exec-train"]["container"]["image"] == "registry.example/team/sasrec-train:v9"

@@ -1,13 +1,19 @@
+import base64
+import re
+
 import polars as pl
 import pytest
 
 from sasrec.data import schema
 from sasrec.data.sequences import (
+    OFFICIAL_T1_MS,
+    OFFICIAL_T2_MS,
     build_item_vocab,
     build_sequences,
     earliest_interactions,
     kcore_filter,
     leave_one_out,
+    timestamp_split,
 )
 from sasrec.errors import SASRecError
 from sasrec.io import read_json
@@ -15,7 +21,9 @@ from sasrec.io import read_json
 
 def interactions(rows: list[tuple[str, str, int]]) -> pl.DataFrame:
     return pl.DataFrame(
-        [(u, i, t, 5.0) for u, i, t in rows], schema=schema.INTERACTIONS_SCHEMA, orient="row"
+        [(u, i, t, 5.0, None) for u, i, t in rows],
+        schema=schema.INTERACTIONS_SCHEMA,
+        orient="row",
     )
 
 
@@ -92,3 +100,87 @@ def test_no_user_with_three_items_is_an_error(tmp_path):
     interactions([("u", "a", 1), ("u", "b", 2)]).write_parquet(tmp_path / "in.parquet")
     with pytest.raises(SASRecError, match="3 interactions needed"):
         build_sequences(tmp_path / "in.parquet", tmp_path / "seq", kcore=0)
+
+
+T1, T2 = OFFICIAL_T1_MS, OFFICIAL_T2_MS
+
+
+def test_timestamp_split_boundaries_and_carried_histories():
+    # Worked by hand. ana: two before T1, one exactly at T1 (validation), one just before
+    # T2 (validation), one exactly at T2 (test), one after (test). ben: starts at T1, so his
+    # first item has no history and is dropped; his second (after T2) tests on [item 5].
+    # cai: only trains.
+    sequences = pl.DataFrame(
+        {
+            "user_id": ["ana", "ben", "cai"],
+            "item_sequence": [[1, 2, 3, 4, 5, 6], [5, 7], [8, 9]],
+            "_times": [
+                [T1 - 2, T1 - 1, T1, T2 - 1, T2, T2 + 1],
+                [T1, T2 + 5],
+                [10, 20],
+            ],
+        }
+    )
+    train, valid, test = timestamp_split(sequences)
+    assert train.rows() == [("ana", [1, 2]), ("cai", [8, 9])]
+    assert valid.rows() == [("ana", [1, 2], 3), ("ana", [1, 2, 3], 4)]
+    assert test.rows() == [("ana", [1, 2, 3, 4], 5), ("ana", [1, 2, 3, 4, 5], 6), ("ben", [5], 7)]
+
+
+def test_max_len_keeps_the_most_recent_items():
+    sequences = pl.DataFrame(
+        {
+            "user_id": ["u"],
+            "item_sequence": [[1, 2, 3, 4, 5, 6, 7]],
+            "_times": [[T1 - 5, T1 - 4, T1 - 3, T1 - 2, T1 - 1, T1, T2]],
+        }
+    )
+    train, valid, test = leave_one_out(sequences, max_len=2)
+    assert train.rows() == [("u", [3, 4, 5])]  # 2 inputs and their shifted targets
+    assert valid.rows() == [("u", [4, 5], 6)]
+    assert test.rows() == [("u", [5, 6], 7)]
+    train, valid, test = timestamp_split(sequences, max_len=2)
+    assert train.rows() == [("u", [3, 4, 5])]
+    assert valid.rows() == [("u", [4, 5], 6)]
+    assert test.rows() == [("u", [5, 6], 7)]
+
+
+def test_equal_timestamps_keep_file_order_and_unicode_ids(tmp_path):
+    rows = [("ü", "β", 5), ("ü", "α", 5), ("ü", "γ", 5), ("ü", "β", 9), ("ü", "δ", 6)]
+    interactions(rows).write_parquet(tmp_path / "in.parquet")
+    build_sequences(tmp_path / "in.parquet", tmp_path / "seq", kcore=0)
+    index = {item: i for i, item in pl.read_parquet(tmp_path / "seq" / "item_vocab.parquet").rows()}
+    test = pl.read_parquet(tmp_path / "seq" / "test.parquet")
+    # β, α, γ all at 5 keep file order; the later repeat of β is dropped; δ at 6 is last.
+    assert test.rows() == [("ü", [index["β"], index["α"], index["γ"]], index["δ"])]
+
+
+def test_build_sequences_with_the_timestamp_split_and_its_stats(tmp_path):
+    rows = [("a", "x", T1 - 10), ("a", "y", T1 + 10), ("a", "z", T2 + 10)]
+    rows += [("b", "y", T1 - 20), ("b", "x", T1 - 10), ("b", "z", T1 + 5), ("c", "z", 1)]
+    interactions(rows).write_parquet(tmp_path / "in.parquet")
+    stats = build_sequences(tmp_path / "in.parquet", tmp_path / "seq", kcore=0, split="timestamp")
+    assert stats["split"] == "timestamp"
+    assert (stats["num_train_users"], stats["num_train_interactions"]) == (3, 4)
+    assert (stats["num_valid_examples"], stats["num_test_examples"]) == (2, 1)
+    assert stats["num_eval_users"] == 1
+    assert stats["sequence_length_max"] == 3
+    assert stats["sequence_length_p50"] == 3
+    assert stats["item_count_max"] == 3  # z: a, b and c
+
+
+def test_unknown_split_is_an_error(tmp_path):
+    interactions([("u", "a", 1)]).write_parquet(tmp_path / "in.parquet")
+    with pytest.raises(SASRecError, match="unknown split 'random'; splits: leave_one_out"):
+        build_sequences(tmp_path / "in.parquet", tmp_path / "seq", split="random")
+
+
+def test_report_plots_lengths_and_popularity(tmp_path):
+    rows = [(f"u{u}", f"i{(u * 7 + k) % 13}", k) for u in range(40) for k in range(1 + u % 9)]
+    interactions(rows).write_parquet(tmp_path / "in.parquet")
+    stats = build_sequences(tmp_path / "in.parquet", tmp_path / "seq", kcore=0)
+    report = (tmp_path / "seq" / "report.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', report)
+    assert len(images) == 2
+    assert all(base64.b64decode(image).startswith(b"\x89PNG") for image in images)
+    assert f"<td>sequence_length_max</td><td>{stats['sequence_length_max']}</td>" in report

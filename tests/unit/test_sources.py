@@ -2,36 +2,57 @@ import pytest
 
 from sasrec.data.sources import (
     AMAZON_2023_BASE_URL,
+    BENCHMARK_CSV,
+    RECBOLE_INTER,
     REVIEWS_JSONL,
     SASREC_TEXT,
+    SourceFile,
     detect_format,
     resolve_source,
+    resolve_source_files,
 )
 from sasrec.errors import SASRecError
 
 
 def test_amazon_category_resolves_to_the_official_raw_reviews_file(monkeypatch):
     monkeypatch.delenv("SASREC_AMAZON_BASE_URL", raising=False)
-    assert resolve_source("amazon2023:Video_Games") == (
-        "https://mcauleylab.ucsd.edu/public_datasets/data/amazon_2023"
-        "/raw/review_categories/Video_Games.jsonl.gz"
-    )
-    assert resolve_source("amazon2023:Books").startswith(AMAZON_2023_BASE_URL)
+    assert resolve_source_files("amazon2023:Video_Games") == [
+        SourceFile(
+            "https://mcauleylab.ucsd.edu/public_datasets/data/amazon_2023"
+            "/raw/review_categories/Video_Games.jsonl.gz"
+        )
+    ]
+    (books,) = resolve_source_files("amazon2023:Books")
+    assert books.location.startswith(AMAZON_2023_BASE_URL)
+
+
+def test_benchmark_files_of_the_official_layout():
+    base = "http://m.example"
+    assert resolve_source_files("amazon2023:Books:5core", base) == [
+        SourceFile(f"{base}/benchmark/5core/rating_only/Books.csv.gz")
+    ]
+    assert resolve_source_files("amazon2023:Books:0core/rating_only", base) == [
+        SourceFile(f"{base}/benchmark/0core/rating_only/Books.csv.gz")
+    ]
+    assert resolve_source_files("amazon2023:Books:5core/timestamp_w_his", base) == [
+        SourceFile(f"{base}/benchmark/5core/timestamp_w_his/Books.{part}.csv.gz", part)
+        for part in ("train", "valid", "test")
+    ]
 
 
 def test_base_url_from_flag_beats_environment(monkeypatch):
     monkeypatch.setenv("SASREC_AMAZON_BASE_URL", "http://env.example/a/")
-    url = resolve_source("amazon2023:Software")
-    assert url == "http://env.example/a/raw/review_categories/Software.jsonl.gz"
-    url = resolve_source("amazon2023:Software", "http://flag.example")
-    assert url == "http://flag.example/raw/review_categories/Software.jsonl.gz"
+    (file,) = resolve_source_files("amazon2023:Software")
+    assert file.location == "http://env.example/a/raw/review_categories/Software.jsonl.gz"
+    (file,) = resolve_source_files("amazon2023:Software", "http://flag.example")
+    assert file.location == "http://flag.example/raw/review_categories/Software.jsonl.gz"
 
 
 def test_unknown_category_lists_valid_ones():
     with pytest.raises(
         SASRecError, match=r"unknown Amazon Reviews 2023 category 'VideoGames'.*Video_Games"
     ):
-        resolve_source("amazon2023:VideoGames")
+        resolve_source_files("amazon2023:VideoGames")
 
 
 def test_missing_local_file_is_an_error(tmp_path):
@@ -50,6 +71,8 @@ def test_urls_pass_through():
         ("Video_Games.jsonl.gz", REVIEWS_JSONL),
         ("/a/b/reviews.JSONL", REVIEWS_JSONL),
         ("https://h/Video.txt?sig=1", SASREC_TEXT),
+        ("https://h/benchmark/5core/last_out/Books.train.csv.gz", BENCHMARK_CSV),
+        ("ml-100k.inter", RECBOLE_INTER),
     ],
 )
 def test_format_from_name(name, expected):
@@ -57,5 +80,5 @@ def test_format_from_name(name, expected):
 
 
 def test_unknown_format_is_an_error():
-    with pytest.raises(SASRecError, match=r"cannot tell the format of 'data\.csv'"):
-        detect_format("data.csv")
+    with pytest.raises(SASRecError, match=r"cannot tell the format of 'data\.parquet'"):
+        detect_format("data.parquet")

@@ -3,6 +3,7 @@
 import hashlib
 import logging
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlparse
@@ -12,8 +13,8 @@ import requests
 import tenacity
 from tqdm.auto import tqdm
 
-from sasrec.data import schema
-from sasrec.data.sources import REVIEWS_JSONL, SASREC_TEXT, detect_format, is_remote, resolve_source
+from sasrec.data.readers import convert_to_interactions
+from sasrec.data.sources import SourceFile, detect_format, is_remote, resolve_source_files
 from sasrec.errors import SASRecError
 from sasrec.io import atomic_path
 
@@ -34,25 +35,44 @@ def download_interactions(
 ) -> dict[str, int]:
     """Fetch `source` and write it to `out_path` as Parquet (`schema.INTERACTIONS_SCHEMA`).
 
+    The files of an official split are labelled train/valid/test in the `split` column and
+    written one after the other.
+
     Args:
-        source: See `sources.resolve_source`.
+        source: See `sources.resolve_source_files`.
         out_path: The Parquet file to write (atomically).
         amazon_base_url: Mirror of the Amazon Reviews 2023 files.
         cache_dir: Where downloaded files are kept, so a second run downloads nothing.
 
     Returns:
-        Counts for the step's stats: `num_interactions`.
+        Counts for the step's stats: `num_interactions`, `num_lines`, `num_malformed_lines`.
     """
-    location = resolve_source(source, amazon_base_url)
-    file_format = detect_format(location)
-    local_file = (
-        fetch_to_cache(location, Path(cache_dir)) if is_remote(location) else Path(location)
-    )
-    interactions = read_interactions(local_file, file_format)
+    files = resolve_source_files(source, amazon_base_url)
+    local_files = [
+        fetch_to_cache(file.location, Path(cache_dir))
+        if is_remote(file.location)
+        else Path(file.location)
+        for file in files
+    ]
     with atomic_path(out_path) as tmp:
-        interactions.write_parquet(tmp)
-    log.info("wrote %d interactions to %s", interactions.height, out_path)
-    return {"num_interactions": interactions.height}
+        if len(files) == 1:
+            counts = _convert(files[0], local_files[0], tmp)
+        else:
+            with tempfile.TemporaryDirectory(dir=tmp.parent) as parts_dir:
+                parts = [Path(parts_dir) / f"{file.split}.parquet" for file in files]
+                part_counts = [
+                    _convert(file, local, part)
+                    for file, local, part in zip(files, local_files, parts, strict=True)
+                ]
+                pl.concat([pl.scan_parquet(part) for part in parts]).sink_parquet(tmp)
+            counts = {key: sum(c[key] for c in part_counts) for key in part_counts[0]}
+    log.info("wrote %s to %s", counts, out_path)
+    return counts
+
+
+def _convert(file: SourceFile, local_file: Path, out_path: Path) -> dict[str, int]:
+    file_format = detect_format(file.location, local_file)
+    return convert_to_interactions(local_file, file_format, out_path, file.split)
 
 
 def cache_path(url: str, cache_dir: Path) -> Path:
@@ -197,67 +217,3 @@ def _write_chunks(
         for chunk in chunks:
             out.write(chunk)
             bar.update(len(chunk))
-
-
-def read_interactions(path: Path, file_format: str) -> pl.DataFrame:
-    """Read a local source file into the interactions schema, in file order.
-
-    Raises:
-        SASRecError: naming the file when it cannot be parsed or lacks a required field.
-    """
-    try:
-        if file_format == REVIEWS_JSONL:
-            frame = _read_reviews_jsonl(path)
-        elif file_format == SASREC_TEXT:
-            frame = _read_sasrec_text(path)
-        else:
-            raise SASRecError(f"unsupported format {file_format!r} for {path}")
-    except pl.exceptions.PolarsError as err:
-        first_line = str(err).strip().splitlines()[0]
-        raise SASRecError(f"cannot read {path} as {file_format}: {first_line}") from err
-    if frame.is_empty():
-        raise SASRecError(f"{path} holds no interactions")
-    for column in (schema.USER_ID, schema.ITEM_ID, schema.TIMESTAMP):
-        missing = frame[column].null_count()
-        if missing:
-            raise SASRecError(f"{path}: {missing} rows lack the required field {column!r}")
-    return frame
-
-
-def _read_reviews_jsonl(path: Path) -> pl.DataFrame:
-    # Only the needed fields are parsed; Amazon Reviews 2023 identifies items by parent_asin.
-    reviews_schema = {
-        "user_id": pl.String,
-        "parent_asin": pl.String,
-        "timestamp": pl.Int64,
-        "rating": pl.Float64,
-    }
-    return (
-        pl.scan_ndjson(path, schema=reviews_schema)
-        .select(
-            pl.col("user_id").alias(schema.USER_ID),
-            pl.col("parent_asin").alias(schema.ITEM_ID),
-            pl.col("timestamp").alias(schema.TIMESTAMP),
-            pl.col("rating").alias(schema.RATING),
-        )
-        .collect()
-    )
-
-
-def _read_sasrec_text(path: Path) -> pl.DataFrame:
-    frame = pl.read_csv(
-        path,
-        separator=" ",
-        has_header=False,
-        new_columns=[schema.USER_ID, schema.ITEM_ID],
-        schema_overrides=[pl.String, pl.String],
-    )
-    if frame.width != 2:
-        raise SASRecError(f"{path}: expected two space-separated columns `user item` per line")
-    # No times in this format: the line number keeps each user's chronological order.
-    return frame.select(
-        schema.USER_ID,
-        schema.ITEM_ID,
-        pl.int_range(pl.len(), dtype=pl.Int64).alias(schema.TIMESTAMP),
-        pl.lit(None, dtype=pl.Float64).alias(schema.RATING),
-    )

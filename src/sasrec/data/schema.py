@@ -6,11 +6,19 @@ USER_ID = "user_id"
 ITEM_ID = "item_id"
 TIMESTAMP = "timestamp"
 RATING = "rating"
+SPLIT = "split"  # train / valid / test where a source comes split (official splits), else null
+TRAIN_SPLIT, VALID_SPLIT, TEST_SPLIT = "train", "valid", "test"
 
 # interactions.parquet: one row per review, in source order. For sources without times
 # (SASRec text files) `timestamp` is the line number, which keeps their documented order.
 INTERACTIONS_SCHEMA = pl.Schema(
-    {USER_ID: pl.String, ITEM_ID: pl.String, TIMESTAMP: pl.Int64, RATING: pl.Float64}
+    {
+        USER_ID: pl.String,
+        ITEM_ID: pl.String,
+        TIMESTAMP: pl.Int64,
+        RATING: pl.Float64,
+        SPLIT: pl.String,
+    }
 )
 
 # Sequence files hold item indices: 1..num_items, 0 is padding.

@@ -7,12 +7,20 @@ from typing import Any
 import polars as pl
 
 from sasrec.data import schema
+from sasrec.data.report import render_sequence_report
 from sasrec.errors import SASRecError
 from sasrec.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
 _ORDER = "_order"  # position in the source file: breaks timestamp ties deterministically
+_TIMES = "_times"  # each user's interaction times, aligned with the item sequence
+
+SPLITS = ("leave_one_out", "timestamp")
+# The cut points of the Amazon Reviews 2023 benchmark's timestamp split (milliseconds):
+# training before T1, validation in [T1, T2), test from T2.
+OFFICIAL_T1_MS = 1_628_643_414_042
+OFFICIAL_T2_MS = 1_658_002_729_837
 
 
 def earliest_interactions(interactions: pl.LazyFrame) -> pl.LazyFrame:
@@ -51,19 +59,101 @@ def build_item_vocab(interactions: pl.DataFrame) -> pl.DataFrame:
 
 
 def user_sequences(interactions: pl.DataFrame, item_vocab: pl.DataFrame) -> pl.DataFrame:
-    """One row per user (sorted by id): item indices in chronological order."""
+    """One row per user (sorted by id): item indices and their times, in chronological order.
+
+    Equal timestamps keep the order of the source file.
+    """
     return (
         interactions.join(item_vocab, on=schema.ITEM_ID)
         .sort(schema.USER_ID, schema.TIMESTAMP, _ORDER)
         .group_by(schema.USER_ID, maintain_order=True)
-        .agg(pl.col(schema.ITEM_INDEX).alias(schema.ITEM_SEQUENCE))
+        .agg(
+            pl.col(schema.ITEM_INDEX).alias(schema.ITEM_SEQUENCE),
+            pl.col(schema.TIMESTAMP).alias(_TIMES),
+            pl.col(schema.SPLIT),
+        )
     )
 
 
-def leave_one_out(sequences: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def most_recent(items: pl.Expr, max_len: int) -> pl.Expr:
+    """The last `max_len` items of a list column; all of them when `max_len` is 0."""
+    return items.list.tail(max_len) if max_len > 0 else items
+
+
+def training_length(max_len: int) -> int:
+    """Items a training sequence keeps: `max_len` inputs and their shifted targets; 0: all."""
+    return max_len + 1 if max_len > 0 else 0
+
+
+def timestamp_split(
+    sequences: pl.DataFrame,
+    t1: int = OFFICIAL_T1_MS,
+    t2: int = OFFICIAL_T2_MS,
+    max_len: int = 0,
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Split by time, as the Amazon Reviews 2023 benchmark does: see `labelled_split`.
+
+    Interactions before `t1` train, those in [t1, t2) validate, those from `t2` on test.
+    """
+    time = pl.element()
+    labels = pl.col(_TIMES).list.eval(
+        pl.when(time < t1)
+        .then(pl.lit(schema.TRAIN_SPLIT))
+        .when(time < t2)
+        .then(pl.lit(schema.VALID_SPLIT))
+        .otherwise(pl.lit(schema.TEST_SPLIT))
+    )
+    return labelled_split(sequences.with_columns(labels.alias(schema.SPLIT)), max_len)
+
+
+def labelled_split(
+    sequences: pl.DataFrame, max_len: int = 0
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Split by each interaction's label (`train`, `valid`, `test` in the `split` list).
+
+    Training items form each user's training sequence. Each validation or test interaction
+    is an example whose history is everything the user did before it (training, validation
+    and earlier test items alike), so a user can have several. An example with an empty
+    history (the user's first interaction) is dropped: there is nothing to recommend from.
+
+    Returns:
+        (train, valid, test) frames with `schema.TRAIN_SCHEMA` / `schema.HELD_OUT_SCHEMA`.
+    """
+    seq, label, position = pl.col(schema.ITEM_SEQUENCE), pl.col(schema.SPLIT), "_position"
+    rows = (
+        sequences.with_columns(pl.int_ranges(seq.list.len()).alias(position))
+        .select(schema.USER_ID, position, seq.alias(schema.TARGET), label)
+        .explode(position, schema.TARGET, schema.SPLIT)
+    )
+    train = (
+        rows.filter(label == schema.TRAIN_SPLIT)
+        .group_by(schema.USER_ID, maintain_order=True)
+        .agg(pl.col(schema.TARGET).alias(schema.ITEM_SEQUENCE))
+        .with_columns(most_recent(seq, training_length(max_len)))
+    )
+    held_out = (
+        rows.filter(label != schema.TRAIN_SPLIT, pl.col(position) > 0)
+        .join(sequences.select(schema.USER_ID, seq), on=schema.USER_ID, maintain_order="left")
+        .with_columns(most_recent(seq.list.head(pl.col(position)), max_len).alias(schema.HISTORY))
+    )
+    columns = [schema.USER_ID, schema.HISTORY, schema.TARGET]
+    valid = held_out.filter(label == schema.VALID_SPLIT).select(columns)
+    test = held_out.filter(label == schema.TEST_SPLIT).select(columns)
+    return (
+        train.cast(dict(schema.TRAIN_SCHEMA)),
+        valid.cast(dict(schema.HELD_OUT_SCHEMA)),
+        test.cast(dict(schema.HELD_OUT_SCHEMA)),
+    )
+
+
+def leave_one_out(
+    sequences: pl.DataFrame, max_len: int = 0
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Split each sequence: last item test, second-to-last validation, the rest training.
 
-    Users with fewer than 3 items only train (their whole sequence).
+    Users with fewer than 3 items only train (their whole sequence). With `max_len` > 0 a
+    history keeps its `max_len` most recent items and a training sequence `max_len + 1`
+    (the model's inputs and shifted targets).
 
     Returns:
         (train, valid, test) frames with `schema.TRAIN_SCHEMA` / `schema.HELD_OUT_SCHEMA`.
@@ -73,19 +163,19 @@ def leave_one_out(sequences: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, 
     held_out = sequences.filter(length >= 3)
     train = sequences.select(
         schema.USER_ID,
-        pl.when(length >= 3)
-        .then(seq.list.slice(0, length - 2))
-        .otherwise(seq)
-        .alias(schema.ITEM_SEQUENCE),
+        most_recent(
+            pl.when(length >= 3).then(seq.list.slice(0, length - 2)).otherwise(seq),
+            training_length(max_len),
+        ).alias(schema.ITEM_SEQUENCE),
     )
     valid = held_out.select(
         schema.USER_ID,
-        seq.list.slice(0, length - 2).alias(schema.HISTORY),
+        most_recent(seq.list.slice(0, length - 2), max_len).alias(schema.HISTORY),
         seq.list.get(-2).alias(schema.TARGET),
     )
     test = held_out.select(
         schema.USER_ID,
-        seq.list.slice(0, length - 1).alias(schema.HISTORY),
+        most_recent(seq.list.slice(0, length - 1), max_len).alias(schema.HISTORY),
         seq.list.get(-1).alias(schema.TARGET),
     )
     return (
@@ -96,41 +186,79 @@ def leave_one_out(sequences: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, 
 
 
 def build_sequences(
-    interactions_path: str | Path, out_dir: str | Path, kcore: int = 5
+    interactions_path: str | Path,
+    out_dir: str | Path,
+    kcore: int = 5,
+    split: str = "leave_one_out",
+    max_len: int = 0,
 ) -> dict[str, Any]:
     """Build the sequence files from an interactions Parquet file.
 
-    Writes `train.parquet`, `valid.parquet`, `test.parquet`, `item_vocab.parquet` and
-    `stats.json` into `out_dir`, atomically as one directory.
+    Writes `train.parquet`, `valid.parquet`, `test.parquet`, `item_vocab.parquet`,
+    `stats.json` and `report.html` (sequence lengths, item popularity) into `out_dir`,
+    atomically as one directory.
 
     Args:
         interactions_path: Parquet with `schema.INTERACTIONS_SCHEMA`.
         out_dir: The directory to create (replaced if it exists).
         kcore: Minimum interactions per user and per item; 0 or 1 disables the filter.
+        split: `leave_one_out` (each user's last item tests, the one before validates) or
+            `timestamp` (the Amazon Reviews 2023 benchmark's cut points). Interactions that
+            come labelled (an official split) keep their labels instead, with no filter.
+        max_len: Keep the most recent `max_len` items of each history; 0 keeps all.
 
     Returns:
         The stats written to `stats.json`.
 
     Raises:
-        SASRecError: when nothing is left after filtering.
+        SASRecError: for an unknown split, or when nothing is left to evaluate.
     """
+    if split not in SPLITS:
+        raise SASRecError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
+    if max_len < 0:
+        raise SASRecError(f"max_len must be 0 (keep all) or positive, got {max_len}")
     raw = pl.scan_parquet(interactions_path)
-    num_raw = raw.select(pl.len()).collect().item()
-    interactions = kcore_filter(earliest_interactions(raw).collect(), kcore)
+    if schema.SPLIT not in raw.collect_schema():  # written before splits were carried
+        raw = raw.with_columns(pl.lit(None, dtype=pl.String).alias(schema.SPLIT))
+    num_raw, num_labelled = raw.select(pl.len(), pl.col(schema.SPLIT).count()).collect().row(0)
+    if num_labelled:
+        # An official split: kept as published, already deduplicated and filtered.
+        log.info("%s comes split: kept as published (--split, --kcore ignored)", interactions_path)
+        split, kcore = "published", 0
+        interactions = raw.with_row_index(_ORDER).collect()
+    else:
+        interactions = kcore_filter(earliest_interactions(raw).collect(), kcore)
     if interactions.is_empty():
         raise SASRecError(
             f"no interactions left in {interactions_path} after the {kcore}-core filter "
             f"({num_raw} before); use a lower --kcore (0 disables it)"
         )
     item_vocab = build_item_vocab(interactions)
-    train, valid, test = leave_one_out(user_sequences(interactions, item_vocab))
-    if test.is_empty():
-        raise SASRecError(
-            f"no user in {interactions_path} has the 3 interactions needed to hold out a "
-            f"validation and a test item after the {kcore}-core filter; use a lower --kcore "
-            "or more data"
+    sequences = user_sequences(interactions, item_vocab)
+    if split == "published":
+        train, valid, test = labelled_split(sequences, max_len)
+    elif split == "timestamp":
+        train, valid, test = timestamp_split(sequences, max_len=max_len)
+    else:
+        train, valid, test = leave_one_out(sequences, max_len)
+    if test.is_empty() or valid.is_empty():
+        needed = (
+            "interactions on both sides of the cut points"
+            if split == "timestamp"
+            else "the 3 interactions needed to hold out a validation and a test item"
         )
-    stats = sequence_stats(interactions, item_vocab, train, test, kcore, num_raw)
+        raise SASRecError(
+            f"no user in {interactions_path} has {needed} after the {kcore}-core filter; "
+            "use a lower --kcore, another --split, or more data"
+        )
+    stats = {
+        "kcore": kcore,
+        "split": split,
+        "max_len": max_len,
+        "num_raw_interactions": num_raw,
+        **sequence_stats(sequences, item_vocab),
+        **split_stats(train, valid, test),
+    }
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         train.write_parquet(tmp / schema.TRAIN_FILE)
@@ -138,27 +266,38 @@ def build_sequences(
         test.write_parquet(tmp / schema.TEST_FILE)
         item_vocab.write_parquet(tmp / schema.ITEM_VOCAB_FILE)
         write_json(stats, tmp / schema.STATS_FILE)
+        (tmp / schema.REPORT_FILE).write_text(render_sequence_report(sequences, stats))
     log.info("sequences: %s", stats)
     return stats
 
 
-def sequence_stats(
-    interactions: pl.DataFrame,
-    item_vocab: pl.DataFrame,
-    train: pl.DataFrame,
-    test: pl.DataFrame,
-    kcore: int,
-    num_raw: int,
-) -> dict[str, Any]:
-    """Counts after filtering, for stats.json and the logs."""
-    num_users = train.height
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+def sequence_stats(sequences: pl.DataFrame, item_vocab: pl.DataFrame) -> dict[str, Any]:
+    """Counts after filtering and quantiles of sequence length and item popularity."""
+    lengths = sequences[schema.ITEM_SEQUENCE].list.len()
+    popularity = sequences[schema.ITEM_SEQUENCE].explode().value_counts()["count"]
+    num_interactions, num_users, num_items = int(lengths.sum()), sequences.height, item_vocab.height
     return {
-        "kcore": kcore,
-        "num_raw_interactions": num_raw,
-        "num_interactions": interactions.height,
+        "num_interactions": num_interactions,
         "num_users": num_users,
-        "num_items": item_vocab.height,
-        "num_eval_users": test.height,
-        "mean_sequence_length": interactions.height / num_users,
-        "density": interactions.height / (num_users * item_vocab.height),
+        "num_items": num_items,
+        "mean_sequence_length": num_interactions / num_users,
+        "density": num_interactions / (num_users * num_items),
+        **{f"sequence_length_p{q * 100:g}": lengths.quantile(q, "nearest") for q in QUANTILES},
+        "sequence_length_max": int(lengths.max()),
+        **{f"item_count_p{q * 100:g}": popularity.quantile(q, "nearest") for q in QUANTILES},
+        "item_count_max": int(popularity.max()),
+    }
+
+
+def split_stats(train: pl.DataFrame, valid: pl.DataFrame, test: pl.DataFrame) -> dict[str, int]:
+    """Sizes of the three splits."""
+    return {
+        "num_train_users": train.height,
+        "num_train_interactions": int(train[schema.ITEM_SEQUENCE].list.len().sum()),
+        "num_valid_examples": valid.height,
+        "num_test_examples": test.height,
+        "num_eval_users": test[schema.USER_ID].n_unique(),
     }

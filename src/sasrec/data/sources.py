@@ -1,6 +1,9 @@
 """Where interactions come from: source names, their URLs or paths, and their formats."""
 
+import gzip
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from sasrec.errors import SASRecError
@@ -23,9 +26,33 @@ AMAZON_2023_CATEGORIES = (
     "Toys_and_Games", "Unknown", "Video_Games",
 )  # fmt: skip
 
+# The official benchmark files: k-core subsets, each as a rating-only file and as splits.
+BENCHMARK_SUBSETS = ("0core", "5core")
+RATING_ONLY = "rating_only"
+BENCHMARK_SPLITS = ("last_out", "last_out_w_his", "timestamp", "timestamp_w_his")
+SPLIT_PARTS = ("train", "valid", "test")
+
 REVIEWS_JSONL = "reviews_jsonl"  # official Amazon Reviews 2023 layout, one object per line
+BENCHMARK_CSV = "benchmark_csv"  # official benchmark CSV: user_id,parent_asin,rating,timestamp
+RECBOLE_INTER = "recbole_inter"  # RecBole atomic file: tab-separated, `name:type` header
 SASREC_TEXT = "sasrec_text"  # `user item` per line, each user's lines in chronological order
-_FORMAT_BY_SUFFIX = {".jsonl": REVIEWS_JSONL, ".jsonl.gz": REVIEWS_JSONL, ".txt": SASREC_TEXT}
+_FORMAT_BY_SUFFIX = {
+    ".jsonl": REVIEWS_JSONL,
+    ".jsonl.gz": REVIEWS_JSONL,
+    ".json.gz": REVIEWS_JSONL,
+    ".csv": BENCHMARK_CSV,
+    ".csv.gz": BENCHMARK_CSV,
+    ".inter": RECBOLE_INTER,
+    ".txt": SASREC_TEXT,
+}
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file of a source; `split` labels the files of an official split."""
+
+    location: str
+    split: str | None = None
 
 
 def amazon_2023_base_url(override: str | None = None) -> str:
@@ -34,25 +61,49 @@ def amazon_2023_base_url(override: str | None = None) -> str:
     return base_url.rstrip("/")
 
 
-def resolve_source(source: str, amazon_base_url: str | None = None) -> str:
-    """Turn a `--source` value into a URL or a local path.
+def resolve_source_files(source: str, amazon_base_url: str | None = None) -> list[SourceFile]:
+    """The files of a `--source` value: URLs or local paths, checked before any download.
 
     Args:
-        source: `amazon2023:<Category>`, an http(s) or gs:// URL, or a local path.
+        source: `amazon2023:<Category>[:<subset>[/<split>]]`, an http(s) or gs:// URL, or a
+            local path. Without a subset the raw reviews; `:5core` (or `:5core/rating_only`)
+            the rating-only 5-core file; `:5core/last_out` the three files of that split.
         amazon_base_url: Mirror of the Amazon Reviews 2023 files; see `amazon_2023_base_url`.
 
     Raises:
-        SASRecError: for an unknown category or a local path that does not exist.
+        SASRecError: for an unknown category, subset or split, or a missing local path.
     """
-    if source.startswith(AMAZON_2023_PREFIX):
-        category = source.removeprefix(AMAZON_2023_PREFIX)
-        if category not in AMAZON_2023_CATEGORIES:
-            raise SASRecError(
-                f"unknown Amazon Reviews 2023 category {category!r} in --source {source!r}; "
-                f"valid categories: {', '.join(AMAZON_2023_CATEGORIES)}"
-            )
-        base_url = amazon_2023_base_url(amazon_base_url)
-        return f"{base_url}/raw/review_categories/{category}.jsonl.gz"
+    if not source.startswith(AMAZON_2023_PREFIX):
+        return [SourceFile(resolve_source(source))]
+    category, _, benchmark = source.removeprefix(AMAZON_2023_PREFIX).partition(":")
+    if category not in AMAZON_2023_CATEGORIES:
+        raise SASRecError(
+            f"unknown Amazon Reviews 2023 category {category!r} in --source {source!r}; "
+            f"valid categories: {', '.join(AMAZON_2023_CATEGORIES)}"
+        )
+    base_url = amazon_2023_base_url(amazon_base_url)
+    if not benchmark:
+        return [SourceFile(f"{base_url}/raw/review_categories/{category}.jsonl.gz")]
+    subset, _, split = benchmark.partition("/")
+    splits = (RATING_ONLY, *BENCHMARK_SPLITS)
+    if subset not in BENCHMARK_SUBSETS or (split and split not in splits):
+        raise SASRecError(
+            f"unknown benchmark {benchmark!r} in --source {source!r}; expected <subset> or "
+            f"<subset>/<split> with subset in {', '.join(BENCHMARK_SUBSETS)} and split in "
+            f"{', '.join(splits)}, e.g. {AMAZON_2023_PREFIX}{category}:5core/last_out"
+        )
+    folder = f"{base_url}/benchmark/{subset}/{split or RATING_ONLY}"
+    if split in ("", RATING_ONLY):
+        return [SourceFile(f"{folder}/{category}.csv.gz")]
+    return [SourceFile(f"{folder}/{category}.{part}.csv.gz", part) for part in SPLIT_PARTS]
+
+
+def resolve_source(source: str) -> str:
+    """A URL or an existing local path, as given.
+
+    Raises:
+        SASRecError: for a local path that does not exist.
+    """
     if is_remote(source):
         return source
     if not Path(source).is_file():
@@ -68,17 +119,45 @@ def is_remote(location: str) -> bool:
     return location.startswith(("http://", "https://", "gs://"))
 
 
-def detect_format(location: str) -> str:
-    """The file format of a source, from its name.
+def detect_format(location: str, local_file: Path | None = None) -> str:
+    """The file format of a source: by content where conclusive, else by name.
+
+    The content is the first line of `local_file`, when given.
 
     Raises:
-        SASRecError: when the name has none of the known suffixes.
+        SASRecError: when neither tells.
     """
+    if local_file is not None:
+        by_content = sniff_format(local_file)
+        if by_content:
+            return by_content
     name = location.split("#", 1)[0].split("?", 1)[0].lower()
     for suffix, file_format in _FORMAT_BY_SUFFIX.items():
         if name.endswith(suffix):
             return file_format
     raise SASRecError(
-        f"cannot tell the format of {location!r}: expected a name ending in "
-        f"{', '.join(_FORMAT_BY_SUFFIX)} (reviews JSONL or SASRec text)"
+        f"cannot tell the format of {location!r}: expected reviews JSONL, a benchmark CSV "
+        f"(user_id,parent_asin,rating,timestamp), a RecBole .inter file or SASRec text "
+        f"(`user item` lines), or a name ending in {', '.join(_FORMAT_BY_SUFFIX)}"
     )
+
+
+def sniff_format(path: Path) -> str | None:
+    """The format its first line shows (gzipped or not), or None when it shows none."""
+    with path.open("rb") as file:
+        compressed = file.read(2) == b"\x1f\x8b"
+    try:
+        with (gzip.open if compressed else open)(path, "rb") as file:
+            first_line = file.readline(1 << 16).decode("utf-8", errors="replace").strip()
+    except (OSError, EOFError):
+        return None  # corrupt or truncated: the reader names the problem
+    header = first_line.split(",")
+    if first_line.startswith("{"):
+        return REVIEWS_JSONL
+    if "user_id" in header and "parent_asin" in header:
+        return BENCHMARK_CSV
+    if re.search(r"\w+:(token|float)\b", first_line) and "\t" in first_line:
+        return RECBOLE_INTER
+    if re.fullmatch(r"[\w.-]+ [\w.-]+", first_line):
+        return SASREC_TEXT
+    return None

@@ -1,0 +1,48 @@
+"""Self-contained HTML pages: tables and matplotlib figures embedded as PNG data URIs."""
+
+import base64
+import html
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display in a pipeline task
+
+import matplotlib.pyplot as plt
+
+STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:auto}"
+    "table{border-collapse:collapse;margin:8px 0}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
+)
+
+
+def figure_html(figure: plt.Figure, alt: str) -> str:
+    """Embed a figure as a PNG data URI and close it."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def table_html(header: list[str], rows: list[list[Any]]) -> str:
+    """A plain HTML table; floats shown with 4 decimals."""
+
+    def cell(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def html_page(title: str, sections: list[str]) -> str:
+    """A whole page from HTML fragments."""
+    body = "\n".join(sections)
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
+        f"<body>\n{body}\n</body></html>\n"
+    )
