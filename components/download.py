@@ -10,6 +10,7 @@ from components.images import image_uri
 def download(
     source: str,
     amazon_base_url: str,
+    with_metadata: bool,
     interactions: Output[Dataset],
     download_stats: Output[Metrics],
 ):
@@ -18,11 +19,14 @@ def download(
     Args:
         source: amazon2023:<Category>, an http(s)/gs:// URL or a path the task can read.
         amazon_base_url: Mirror of the Amazon Reviews 2023 files; empty for the default.
+        with_metadata: Also fetch the item titles (amazon2023 sources).
         interactions: Directory holding interactions.parquet.
         download_stats: Row counts.
     """
     from sasrec.steps import download_step
 
-    counts = download_step(source, interactions.path, amazon_base_url or None)
+    counts = download_step(
+        source, interactions.path, amazon_base_url or None, with_metadata=with_metadata
+    )
     for name, value in counts.items():
         download_stats.log_metric(name, value)

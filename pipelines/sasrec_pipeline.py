@@ -28,6 +28,7 @@ class PipelineOutputs(NamedTuple):
 def sasrec_pipeline(
     source: str = "amazon2023:Video_Games",
     amazon_base_url: str = "",
+    with_item_titles: bool = False,
     kcore: int = 5,
     split: str = "leave_one_out",
     sequence_max_len: int = 0,
@@ -47,6 +48,7 @@ def sasrec_pipeline(
     Args:
         source: amazon2023:<Category>, an http(s)/gs:// URL, or a path the tasks can read.
         amazon_base_url: Mirror of the Amazon Reviews 2023 files; empty for the official site.
+        with_item_titles: Fetch the category's item metadata for titles in the reports.
         kcore: Minimum interactions per user and item; 0 disables the filter.
         split: leave_one_out, or timestamp (the Amazon Reviews 2023 benchmark's cut points).
         sequence_max_len: Most recent items kept per history by the sequences step; 0: all.
@@ -64,7 +66,9 @@ def sasrec_pipeline(
         write_recommendations: Also write every user's top-K items as Parquet.
         recommendations_k: Items per user in the recommendations.
     """
-    download_task = download(source=source, amazon_base_url=amazon_base_url)
+    download_task = download(
+        source=source, amazon_base_url=amazon_base_url, with_metadata=with_item_titles
+    )
     download_task.set_display_name("Download reviews").set_caching_options(True)
 
     sequences_task = sequences(

@@ -34,6 +34,9 @@ def save_model_dir(
         torch.save(state, tmp / WEIGHTS_FILE)
         write_json(dataclasses.asdict(model.config), tmp / CONFIG_FILE)
         shutil.copyfile(item_vocab_path, tmp / schema.ITEM_VOCAB_FILE)
+        titles_path = item_vocab_path.with_name(schema.ITEM_TITLES_FILE)
+        if titles_path.is_file():
+            shutil.copyfile(titles_path, tmp / schema.ITEM_TITLES_FILE)
         write_json(training_info, tmp / TRAINING_FILE)
 
 

@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_args(download)
     download.add_argument("--out", required=True, type=Path, help="output directory")
     download.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    download.add_argument(
+        "--with-metadata",
+        action="store_true",
+        help="also fetch the category's item metadata: titles for reports (amazon2023 only)",
+    )
 
     sequences = commands.add_parser("sequences", help="build per-user sequences and splits")
     sequences.add_argument("--interactions", required=True, type=Path, help="interactions.parquet")
@@ -114,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hparams", default="", help=HPARAMS_HELP)
     _add_split_arg(run)
     run.add_argument(
+        "--with-metadata",
+        action="store_true",
+        help="fetch the category's item metadata for titles in the reports (amazon2023 only)",
+    )
+    run.add_argument(
         "--runner",
         choices=RUNNERS,
         default="subprocess",
@@ -129,7 +139,9 @@ def dispatch(args: argparse.Namespace) -> object:
     from sasrec.config import parse_hparams
 
     if args.command == "download":
-        return steps.download_step(args.source, args.out, args.amazon_base_url, args.cache_dir)
+        return steps.download_step(
+            args.source, args.out, args.amazon_base_url, args.cache_dir, args.with_metadata
+        )
     if args.command == "sequences":
         return steps.sequences_step(
             args.interactions, args.out, args.kcore, args.split, args.max_len
@@ -154,9 +166,14 @@ def dispatch(args: argparse.Namespace) -> object:
         return steps.recommend_step(args.model, args.sequences, args.out, args.k)
     from sasrec.local_run import run_pipeline_locally
 
+    pipeline_args = {
+        "kcore": args.kcore,
+        "split": args.split,
+        "with_item_titles": args.with_metadata,
+    }
     return run_pipeline_locally(
-        args.source, args.output_dir, args.kcore, parse_hparams(args.hparams),
-        args.amazon_base_url, args.runner, args.split,
+        args.source, args.output_dir, parse_hparams(args.hparams), pipeline_args,
+        args.amazon_base_url, args.runner,
     )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ import polars as pl
 import torch
 
 from sasrec.data import schema
+from sasrec.data.titles import item_labels
 from sasrec.errors import SASRecError
 from sasrec.metrics import rank_of_targets, ranking_metrics
 from sasrec.model import PAD
@@ -371,7 +372,10 @@ def evaluate_model(
         metrics |= {f"baseline_{name}_{k}": v for k, v in scorer_metrics[name].items()}
     metrics |= {"num_test_users": float(test.height), "num_valid_users": float(valid.height)}
     by_bucket = breakdowns(test, popularity, {n: r.full for n, r in test_ranks.items()})
-    item_ids = ["<pad>", *pl.read_parquet(sequences_dir / schema.ITEM_VOCAB_FILE)[schema.ITEM_ID]]
+    item_ids = item_labels(
+        ["<pad>", *pl.read_parquet(sequences_dir / schema.ITEM_VOCAB_FILE)[schema.ITEM_ID]],
+        sequences_dir / schema.ITEM_TITLES_FILE,
+    )
     training = read_training_info(model_dir)
     context = {
         "users evaluated (test)": test.height,

@@ -34,13 +34,14 @@ MLFLOW_SERVER_WAIT_SECONDS = 90.0
 def run_pipeline_locally(
     source: str,
     output_dir: str | Path,
-    kcore: int,
     hparams: HParams,
+    pipeline_args: dict[str, Any] | None = None,
     amazon_base_url: str | None = None,
     runner: str = "subprocess",
-    split: str = "leave_one_out",
 ) -> dict[str, Any]:
     """Compile the pipeline, run it with one of `kfp.local`'s runners, collect its outputs.
+
+    `pipeline_args` sets other pipeline parameters (`kcore`, `split`, ...) by name.
 
     `subprocess`: each task runs in a subprocess of this Python. `docker`: each task runs in
     its step's image (`make images`) on the host's network, so that it reaches an MLflow
@@ -78,10 +79,9 @@ def run_pipeline_locally(
         run = pipeline(
             source=source,
             amazon_base_url=amazon_2023_base_url(amazon_base_url),
-            kcore=kcore,
-            split=split,
             hparams=dataclasses.asdict(hparams),
             mlflow_tracking_uri=tracking_uri,
+            **(pipeline_args or {}),
         )
     except RuntimeError as err:  # kfp.local raises it when a task fails
         raise SASRecError(_failure_message(str(err))) from err

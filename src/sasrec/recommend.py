@@ -84,9 +84,12 @@ def recommend_for_history(
         model, torch.tensor([known]), min(k, model.config.num_items - len(set(known))), torch_device
     )
     item_ids = vocab.sort(schema.ITEM_INDEX)[schema.ITEM_ID].to_list()
+    titles_path = Path(model_dir) / schema.ITEM_TITLES_FILE
+    titles = dict(pl.read_parquet(titles_path).rows()) if titles_path.is_file() else {}
     ranked = zip(items[0].tolist(), scores[0].tolist(), strict=True)
     return [
         {"rank": rank, "item_id": item_ids[index - 1], "score": score}
+        | ({"title": titles.get(item_ids[index - 1])} if titles else {})
         for rank, (index, score) in enumerate(ranked, start=1)
     ]
 

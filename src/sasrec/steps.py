@@ -14,8 +14,8 @@ from typing import Any
 
 from sasrec import tracking
 from sasrec.config import HParams
-from sasrec.data import schema
-from sasrec.data.download import DEFAULT_CACHE_DIR, download_interactions
+from sasrec.data import schema, titles
+from sasrec.data.download import DEFAULT_CACHE_DIR, download_interactions, fetch_source_file
 from sasrec.data.sequences import build_sequences
 from sasrec.io import read_json, write_json
 
@@ -30,10 +30,22 @@ def download_step(
     out_dir: str | Path,
     amazon_base_url: str | None = None,
     cache_dir: str | Path = DEFAULT_CACHE_DIR,
+    with_metadata: bool = False,
 ) -> dict[str, int]:
-    """Fetch `source` and write `out_dir/interactions.parquet`."""
-    out_path = Path(out_dir) / schema.INTERACTIONS_FILE
-    return download_interactions(source, out_path, amazon_base_url, cache_dir)
+    """Fetch `source` and write `out_dir/interactions.parquet`.
+
+    With `with_metadata`, also the category's item titles as `out_dir/item_titles.parquet`.
+    """
+    out_dir = Path(out_dir)
+    metadata = titles.metadata_file(source, amazon_base_url) if with_metadata else None
+    counts = download_interactions(
+        source, out_dir / schema.INTERACTIONS_FILE, amazon_base_url, cache_dir
+    )
+    if metadata:
+        local_file = fetch_source_file(metadata, Path(cache_dir))
+        out_path = out_dir / schema.ITEM_TITLES_FILE
+        counts["num_item_titles"] = titles.convert_item_titles(local_file, out_path)
+    return counts
 
 
 def sequences_step(

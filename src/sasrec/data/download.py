@@ -48,12 +48,7 @@ def download_interactions(
         Counts for the step's stats: `num_interactions`, `num_lines`, `num_malformed_lines`.
     """
     files = resolve_source_files(source, amazon_base_url)
-    local_files = [
-        fetch_to_cache(file.location, Path(cache_dir))
-        if is_remote(file.location)
-        else Path(file.location)
-        for file in files
-    ]
+    local_files = [fetch_source_file(file, Path(cache_dir)) for file in files]
     with atomic_path(out_path) as tmp:
         if len(files) == 1:
             counts = _convert(files[0], local_files[0], tmp)
@@ -68,6 +63,15 @@ def download_interactions(
             counts = {key: sum(c[key] for c in part_counts) for key in part_counts[0]}
     log.info("wrote %s to %s", counts, out_path)
     return counts
+
+
+def fetch_source_file(file: SourceFile, cache_dir: Path) -> Path:
+    """The local copy of a source file: the cached download of a URL, or the path itself."""
+    return (
+        fetch_to_cache(file.location, cache_dir)
+        if is_remote(file.location)
+        else Path(file.location)
+    )
 
 
 def _convert(file: SourceFile, local_file: Path, out_path: Path) -> dict[str, int]:

@@ -6,6 +6,7 @@ USER_ID = "user_id"
 ITEM_ID = "item_id"
 TIMESTAMP = "timestamp"
 RATING = "rating"
+TITLE = "title"  # item_titles.parquet: item_id, title (from the item metadata, optional)
 SPLIT = "split"  # train / valid / test where a source comes split (official splits), else null
 TRAIN_SPLIT, VALID_SPLIT, TEST_SPLIT = "train", "valid", "test"
 
@@ -35,6 +36,7 @@ TRAIN_FILE = "train.parquet"
 VALID_FILE = "valid.parquet"
 TEST_FILE = "test.parquet"
 ITEM_VOCAB_FILE = "item_vocab.parquet"
+ITEM_TITLES_FILE = "item_titles.parquet"
 STATS_FILE = "stats.json"
 INTERACTIONS_FILE = "interactions.parquet"
 METRICS_FILE = "metrics.json"

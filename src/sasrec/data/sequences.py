@@ -267,6 +267,11 @@ def build_sequences(
         item_vocab.write_parquet(tmp / schema.ITEM_VOCAB_FILE)
         write_json(stats, tmp / schema.STATS_FILE)
         (tmp / schema.REPORT_FILE).write_text(render_sequence_report(sequences, stats))
+        titles_path = Path(interactions_path).parent / schema.ITEM_TITLES_FILE
+        if titles_path.is_file():  # the download step fetched the item metadata
+            pl.scan_parquet(titles_path).join(
+                item_vocab.lazy().select(schema.ITEM_ID), on=schema.ITEM_ID, how="semi"
+            ).sink_parquet(tmp / schema.ITEM_TITLES_FILE)
     log.info("sequences: %s", stats)
     return stats
 
