@@ -139,9 +139,8 @@ def _docker_runner(pipeline_root: Path) -> Any:
     """
     from kfp import local
 
-    if os.getuid() == 0:
-        for path in (pipeline_root, *pipeline_root.rglob("*")):
-            os.chown(path, IMAGE_USER_ID, IMAGE_USER_ID)
+    if os.getuid() == 0:  # each run's folders are made inside the containers, as that user
+        os.chown(pipeline_root, IMAGE_USER_ID, IMAGE_USER_ID)
         return local.DockerRunner(network_mode="host")
     return local.DockerRunner(
         network_mode="host", user=f"{os.getuid()}:{os.getgid()}", environment={"HOME": "/tmp"}

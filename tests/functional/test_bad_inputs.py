@@ -5,12 +5,14 @@ import gzip
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from sasrec.data.readers import LineBatch, decompressed_blocks, line_batches
+from sasrec.data.readers import LineBatch, decompressed_blocks, line_batches, prefetched
+from sasrec.errors import SASRecError
 
 
 def review(index: int, **fields: object) -> dict:
@@ -141,3 +143,23 @@ def test_several_gzip_members_are_one_stream(tmp_path: Path) -> None:
     path = tmp_path / "members.gz"
     path.write_bytes(gzip.compress(b"first\n") + gzip.compress(b"second\nthird\n"))
     assert b"".join(decompressed_blocks(path, block_bytes=7)) == b"first\nsecond\nthird\n"
+
+
+def test_prefetched_keeps_order_raises_errors_and_stops_with_the_caller() -> None:
+    produced: list[int] = []
+
+    def numbers(fail_at: int | None = None) -> Iterator[int]:
+        for number in range(5):
+            if number == fail_at:
+                raise SASRecError(f"bad item {number}")
+            produced.append(number)
+            yield number
+
+    assert list(prefetched(numbers())) == [0, 1, 2, 3, 4]
+    with pytest.raises(SASRecError, match="bad item 3"):
+        list(prefetched(numbers(fail_at=3)))
+    produced.clear()
+    stream = prefetched(numbers())
+    assert next(stream) == 0
+    stream.close()  # the caller stops: at most one item was produced ahead
+    assert produced == [0, 1]

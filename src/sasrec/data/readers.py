@@ -1,6 +1,6 @@
 """Source files to interactions Parquet: streamed in batches, validated, line numbers in errors.
 
-Reviews JSONL (plain or gzipped) is decompressed in a background thread while polars parses
+Reviews JSONL (plain or gzipped) is decompressed in a worker thread while polars parses
 the previous batch, so the two cores overlap and memory stays bounded by a few batches
 whatever the file's size. A batch that polars parses cleanly is taken as is; one that it
 rejects is parsed again line by line to count malformed (non-JSON) lines and to name the
@@ -9,10 +9,9 @@ line of a missing field or a wrong type.
 
 import io
 import json
-import queue
-import threading
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,24 +129,18 @@ def line_batches(
         yield LineBatch(line, tail if tail.endswith(b"\n") else tail + b"\n")
 
 
-def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """Iterate `items` in a background thread, `depth` ahead; its exceptions re-raised here."""
-    buffer: queue.Queue = queue.Queue(maxsize=depth)
+def prefetched(items: Iterator[Any]) -> Iterator[Any]:
+    """Iterate `items` one step ahead in a worker thread; its exceptions are raised here.
+
+    While the caller works on one item the worker produces the next. When the caller
+    stops early, the worker finishes the step it is on and nothing is left running.
+    """
     done = object()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                buffer.put(item)
-        except BaseException as err:  # handed to the consumer, raised there
-            buffer.put(err)
-        buffer.put(done)
-
-    threading.Thread(target=produce, daemon=True).start()
-    while (item := buffer.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        upcoming = worker.submit(next, items, done)
+        while (item := upcoming.result()) is not done:
+            upcoming = worker.submit(next, items, done)
+            yield item
 
 
 def convert_to_interactions(
