@@ -8,6 +8,7 @@ from typing import Any
 from sasrec.errors import SASRecError
 
 LOSSES = ("bce", "sampled_softmax", "ce", "gbce")  # see sasrec.losses
+LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -29,6 +30,7 @@ class HParams:
     dropout: float = 0.7  # raises the paper's sampled metric; see docs/benchmarks.md
     batch_size: int = 256
     lr: float = 0.002
+    lr_schedule: str = "constant"  # cosine: from lr down to 0 over max_epochs, set per epoch
     max_epochs: int = 100
     loss: str = "sampled_softmax"  # see sasrec.losses; "bce" is the paper's
     num_negatives: int = 256
@@ -59,6 +61,10 @@ class HParams:
             raise SASRecError(f"hparam lr={self.lr} must be positive")
         if not 0.0 <= self.gbce_t <= 1.0:
             raise SASRecError(f"hparam gbce_t={self.gbce_t} must be in [0, 1]")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise SASRecError(
+                f"hparam lr_schedule={self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}"
+            )
         if self.loss not in LOSSES:
             raise SASRecError(f"hparam loss={self.loss!r} is not one of {', '.join(LOSSES)}")
         if self.device not in DEVICES:

@@ -39,6 +39,13 @@ def _no_logging(metrics: dict[str, float], epoch: int) -> None:
     del metrics, epoch
 
 
+def learning_rate(hparams: HParams, epoch: int) -> float:
+    """The learning rate of `epoch` (1-based): constant, or cosine from lr towards 0."""
+    if hparams.lr_schedule == "constant":
+        return hparams.lr
+    return hparams.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / hparams.max_epochs))
+
+
 def train_epoch(
     trainer: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -258,6 +265,8 @@ def fit(
         if best.evals_without_gain >= hparams.patience:
             break  # a resumed run that had already stopped early
         epoch_start = time.perf_counter()
+        for group in state.optimizer.param_groups:  # a function of the epoch: resumes exactly
+            group["lr"] = learning_rate(hparams, epoch)
         loss = train_epoch(
             trainer.train(),
             state.optimizer,

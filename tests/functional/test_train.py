@@ -57,9 +57,11 @@ def test_same_seed_gives_identical_models_and_another_seed_does_not(sequences_di
     )
 
 
-@pytest.mark.parametrize("loss", ["bce", "gbce"])
-def test_resume_after_interruption_equals_an_uninterrupted_run(sequences_dir, tmp_path, loss):
-    hparams = parse_hparams(HPARAMS | {"loss": loss, "num_negatives": 4})
+@pytest.mark.parametrize(("loss", "schedule"), [("bce", "constant"), ("gbce", "cosine")])
+def test_resume_after_interruption_equals_an_uninterrupted_run(
+    sequences_dir, tmp_path, loss, schedule
+):
+    hparams = parse_hparams(HPARAMS | {"loss": loss, "num_negatives": 4, "lr_schedule": schedule})
     train_sasrec(sequences_dir, tmp_path / "straight", hparams)
 
     def stop_after_epoch_3(metrics: dict, epoch: int) -> None:

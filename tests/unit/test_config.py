@@ -4,6 +4,7 @@ import pytest
 
 from sasrec.config import HParams, parse_hparams
 from sasrec.errors import SASRecError
+from sasrec.train import learning_rate
 
 
 def test_defaults_and_the_papers_settings_one_override_away():
@@ -47,6 +48,7 @@ def test_protobuf_struct_numbers_are_accepted():
         ('{"dropout": 1.0}', "dropout=1.0 must be in [0, 1)"),
         ('{"hidden_size": 50, "num_heads": 3}', "divisible by num_heads=3"),
         ('{"loss": "hinge"}', "loss='hinge' is not one of"),
+        ('{"lr_schedule": "step"}', "lr_schedule='step' is not one of constant, cosine"),
         ('{"device": "tpu"}', "device='tpu' is not one of"),
         ('{"batch_size": 0}', "batch_size=0 must be at least 1"),
         ("{not json", "not valid JSON"),
@@ -56,3 +58,12 @@ def test_protobuf_struct_numbers_are_accepted():
 def test_bad_hparams_name_the_problem(overrides, message):
     with pytest.raises(SASRecError, match=re.escape(message)):
         parse_hparams(overrides)
+
+
+def test_cosine_schedule_by_hand():
+    cosine = parse_hparams({"lr": 0.004, "max_epochs": 4, "lr_schedule": "cosine"})
+    # 0.004 * (1 + cos(pi * (epoch - 1) / 4)) / 2 for epochs 1..4
+    expected = [0.004, 0.004 * (1 + 2**-0.5) / 2, 0.002, 0.004 * (1 - 2**-0.5) / 2]
+    assert [learning_rate(cosine, e) for e in (1, 2, 3, 4)] == pytest.approx(expected)
+    constant = parse_hparams({"lr": 0.004, "max_epochs": 4})
+    assert [learning_rate(constant, e) for e in (1, 4)] == [0.004, 0.004]
