@@ -20,13 +20,18 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from sasrec.data import schema
-from sasrec.data.sources import BENCHMARK_CSV, RECBOLE_INTER, REVIEWS_JSONL, SASREC_TEXT
+from sasrec.data.sources import (
+    BENCHMARK_CSV,
+    RECBOLE_INTER,
+    REVIEWS_JSONL,
+    SASREC_TEXT,
+    is_gzip,
+)
 from sasrec.errors import SASRecError
 from sasrec.io import atomic_path
 
 MAX_MALFORMED_FRACTION = 0.01  # more malformed lines than this fails the file
 BATCH_BYTES = 32 << 20  # decompressed bytes parsed at a time
-_GZIP_MAGIC = b"\x1f\x8b"
 
 # Amazon Reviews 2023 fields read, in the interactions schema's order; items are parent_asin.
 _REVIEW_FIELDS = {"user_id": schema.USER_ID, "parent_asin": schema.ITEM_ID}
@@ -59,12 +64,6 @@ class MalformedLines:
         """Count the line `line_number`."""
         self.count += 1
         self.first_line = self.first_line or line_number
-
-
-def is_gzip(path: Path) -> bool:
-    """Whether the file starts with the gzip magic bytes (its name may say otherwise)."""
-    with path.open("rb") as file:
-        return file.read(2) == _GZIP_MAGIC
 
 
 def decompressed_blocks(path: Path, block_bytes: int = 4 << 20) -> Iterator[bytes]:
@@ -152,14 +151,14 @@ def convert_to_interactions(
     """
     if file_format == REVIEWS_JSONL:
         return convert_reviews_jsonl(path, out_path)
-    if file_format == SASREC_TEXT:
-        return convert_sasrec_text(path, out_path)
-    if file_format == BENCHMARK_CSV:
-        frame = read_benchmark_csv(path)
-    elif file_format == RECBOLE_INTER:
-        frame = read_recbole_inter(path)
-    else:
+    whole_file_readers = {
+        SASREC_TEXT: read_sasrec_text,
+        BENCHMARK_CSV: read_benchmark_csv,
+        RECBOLE_INTER: read_recbole_inter,
+    }
+    if file_format not in whole_file_readers:
         raise SASRecError(f"unsupported format {file_format!r} for {path}")
+    frame = whole_file_readers[file_format](path)
     frame = frame.with_columns(pl.lit(split, dtype=pl.String).alias(schema.SPLIT))
     with atomic_path(out_path) as tmp:
         frame.write_parquet(tmp)
@@ -191,6 +190,40 @@ def _require_columns(frame: pl.DataFrame, path: Path, required: tuple[str, ...])
         raise SASRecError(f"{path}: {nulls} rows lack one of {', '.join(required)}")
 
 
+def _interactions(frame: pl.DataFrame, path: Path, timestamp: pl.Expr) -> pl.DataFrame:
+    """The interactions columns of a text table with `user_id`, `item_id`, maybe `rating`."""
+    rating = pl.col("rating") if "rating" in frame.columns else pl.lit(None)
+    try:
+        return frame.select(
+            pl.col("user_id").alias(schema.USER_ID),
+            pl.col("item_id").alias(schema.ITEM_ID),
+            timestamp.alias(schema.TIMESTAMP),
+            rating.cast(pl.Float64).alias(schema.RATING),
+        )
+    except pl.exceptions.InvalidOperationError as err:
+        raise SASRecError(f"{path}: a timestamp or rating is not a number ({err})") from err
+
+
+# No times in these files: the line number keeps each user's chronological order.
+_LINE_ORDER = pl.int_range(pl.len(), dtype=pl.Int64)
+
+
+def read_sasrec_text(path: Path) -> pl.DataFrame:
+    """A SASRec text file (`user item` per line); line numbers as timestamps."""
+    frame = _read_csv(
+        path,
+        "SASRec text `user item`",
+        separator=" ",
+        has_header=False,
+        new_columns=["user_id", "item_id"],
+        schema_overrides=[pl.String, pl.String],
+    )
+    if frame.width != 2:
+        raise SASRecError(f"{path}: expected two space-separated columns `user item` per line")
+    _require_columns(frame, path, ("user_id", "item_id"))
+    return _interactions(frame, path, _LINE_ORDER)
+
+
 def read_benchmark_csv(path: Path) -> pl.DataFrame:
     """An official benchmark CSV (user_id,parent_asin,rating,timestamp[,history])."""
     frame = _read_csv(
@@ -199,17 +232,8 @@ def read_benchmark_csv(path: Path) -> pl.DataFrame:
         infer_schema=False,  # every column as text first: ids stay ids, types checked below
     )
     _require_columns(frame, path, ("user_id", "parent_asin", "timestamp"))
-    try:
-        return frame.select(
-            pl.col("user_id").alias(schema.USER_ID),
-            pl.col("parent_asin").alias(schema.ITEM_ID),
-            pl.col("timestamp").cast(pl.Int64).alias(schema.TIMESTAMP),
-            (pl.col("rating") if "rating" in frame.columns else pl.lit(None))
-            .cast(pl.Float64)
-            .alias(schema.RATING),
-        )
-    except pl.exceptions.InvalidOperationError as err:
-        raise SASRecError(f"{path}: a timestamp or rating is not a number ({err})") from err
+    frame = frame.rename({"parent_asin": "item_id"})
+    return _interactions(frame, path, pl.col("timestamp").cast(pl.Int64))
 
 
 def read_recbole_inter(path: Path) -> pl.DataFrame:
@@ -220,52 +244,12 @@ def read_recbole_inter(path: Path) -> pl.DataFrame:
     frame = _read_csv(path, "a RecBole .inter file", separator="\t", infer_schema=False)
     frame = frame.rename({column: column.split(":", 1)[0] for column in frame.columns})
     _require_columns(frame, path, ("user_id", "item_id"))
-    order = pl.int_range(pl.len(), dtype=pl.Int64)
-    try:
-        return frame.select(
-            pl.col("user_id").alias(schema.USER_ID),
-            pl.col("item_id").alias(schema.ITEM_ID),
-            (pl.col("timestamp").cast(pl.Float64).cast(pl.Int64) if "timestamp" in frame.columns
-             else order).alias(schema.TIMESTAMP),
-            (pl.col("rating") if "rating" in frame.columns else pl.lit(None))
-            .cast(pl.Float64)
-            .alias(schema.RATING),
-        )  # fmt: skip
-    except pl.exceptions.InvalidOperationError as err:
-        raise SASRecError(f"{path}: a timestamp or rating is not a number ({err})") from err
-
-
-def convert_sasrec_text(path: Path, out_path: Path) -> dict[str, int]:
-    """A SASRec text file (`user item` per line) as interactions; line numbers as timestamps."""
-    try:
-        frame = pl.read_csv(
-            path,
-            separator=" ",
-            has_header=False,
-            new_columns=[schema.USER_ID, schema.ITEM_ID],
-            schema_overrides=[pl.String, pl.String],
-        )
-    except pl.exceptions.NoDataError as err:
-        raise SASRecError(f"{path} holds no interactions (empty file)") from err
-    except pl.exceptions.PolarsError as err:
-        first_line = str(err).strip().splitlines()[0]
-        raise SASRecError(f"cannot read {path} as SASRec text `user item`: {first_line}") from err
-    if frame.width != 2:
-        raise SASRecError(f"{path}: expected two space-separated columns `user item` per line")
-    missing = frame.select(pl.sum_horizontal(pl.all().null_count())).item()
-    if missing:
-        raise SASRecError(f"{path}: {missing} lines lack the user or the item")
-    # No times in this format: the line number keeps each user's chronological order.
-    interactions = frame.select(
-        schema.USER_ID,
-        schema.ITEM_ID,
-        pl.int_range(pl.len(), dtype=pl.Int64).alias(schema.TIMESTAMP),
-        pl.lit(None, dtype=pl.Float64).alias(schema.RATING),
-        _NO_SPLIT,
+    timestamp = (
+        pl.col("timestamp").cast(pl.Float64).cast(pl.Int64)
+        if "timestamp" in frame.columns
+        else _LINE_ORDER
     )
-    with atomic_path(out_path) as tmp:
-        interactions.write_parquet(tmp)
-    return {"num_lines": frame.height, "num_interactions": frame.height, "num_malformed_lines": 0}
+    return _interactions(frame, path, timestamp)
 
 
 def convert_reviews_jsonl(path: Path, out_path: Path) -> dict[str, int]:

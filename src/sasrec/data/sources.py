@@ -142,12 +142,16 @@ def detect_format(location: str, local_file: Path | None = None) -> str:
     )
 
 
+def is_gzip(path: Path) -> bool:
+    """Whether the file starts with the gzip magic bytes (its name may say otherwise)."""
+    with path.open("rb") as file:
+        return file.read(2) == b"\x1f\x8b"
+
+
 def sniff_format(path: Path) -> str | None:
     """The format its first line shows (gzipped or not), or None when it shows none."""
-    with path.open("rb") as file:
-        compressed = file.read(2) == b"\x1f\x8b"
     try:
-        with (gzip.open if compressed else open)(path, "rb") as file:
+        with (gzip.open if is_gzip(path) else open)(path, "rb") as file:
             first_line = file.readline(1 << 16).decode("utf-8", errors="replace").strip()
     except (OSError, EOFError):
         return None  # corrupt or truncated: the reader names the problem
