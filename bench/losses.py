@@ -30,11 +30,14 @@ def main() -> None:
     parser.add_argument(
         "--config", action="append", required=True, help="NAME=HPARAMS_JSON, repeatable"
     )
+    parser.add_argument(
+        "--source", type=Path, default=VIDEO_TXT, help="Video.txt (a copy, on a GPU machine)"
+    )
     args = parser.parse_args()
-    if not VIDEO_TXT.is_file():
-        sys.exit(f"{VIDEO_TXT} is absent: this benchmark needs ../shared/data")
+    if not args.source.is_file():
+        sys.exit(f"{args.source} is absent: this benchmark needs ../shared/data")
     work = Path(tempfile.mkdtemp(prefix="bench_losses_"))
-    download_step(str(VIDEO_TXT), work / "download", cache_dir=work / "cache")
+    download_step(str(args.source), work / "download", cache_dir=work / "cache")
     sequences_step(work / "download" / "interactions.parquet", work / "seq", kcore=0)
     machine = describe_machine()
     for config in args.config:

@@ -182,7 +182,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--hparams", default=PAPER_GAMES, help="overrides for sasrec")
-    parser.add_argument("--synthetic-users", type=int, default=0, help="0: use Video.txt")
+    parser.add_argument("--source", type=Path, default=VIDEO_TXT, help="Video.txt or a copy")
+    parser.add_argument("--synthetic-users", type=int, default=0, help="0: use --source")
     parser.add_argument("--synthetic-items", type=int, default=25_600)
     parser.add_argument("--reference-batches", type=int, default=100)
     parser.add_argument("--skip-reference", action="store_true")
@@ -194,7 +195,7 @@ def main() -> None:
     else:
         work = Path("/tmp/bench_throughput")
         if not (work / "seq" / schema.TRAIN_FILE).exists():
-            download_step(str(VIDEO_TXT), work / "download", cache_dir=work / "cache")
+            download_step(str(args.source), work / "download", cache_dir=work / "cache")
             sequences_step(work / "download" / schema.INTERACTIONS_FILE, work / "seq", kcore=0)
         train = pl.read_parquet(work / "seq" / schema.TRAIN_FILE)
         num_items, data = int(train[schema.ITEM_SEQUENCE].explode().max()), "Video.txt"

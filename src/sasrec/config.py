@@ -19,8 +19,9 @@ class HParams:
     The defaults are the best recipe measured on the SASRec paper's Games data within 10
     minutes of a 2-core CPU (docs/benchmarks.md): the paper's depth, heads and max_len;
     softmax over 256 sampled items instead of BCE with one, wider, more dropout, bigger
-    batches. The paper's own settings: {"loss": "bce", "num_negatives": 1, "hidden_size":
-    50, "dropout": 0.5, "batch_size": 128, "lr": 0.001, "max_epochs": 200}.
+    batches, a moving average of the weights. The paper's own settings: {"loss": "bce",
+    "num_negatives": 1, "hidden_size": 50, "dropout": 0.5, "batch_size": 128, "lr": 0.001,
+    "max_epochs": 200, "ema_decay": 0}. On a GPU, {"loss": "ce", "compile": true}.
     """
 
     max_len: int = 50
@@ -41,6 +42,7 @@ class HParams:
     max_val_users: int = 10_000  # early stopping looks at a seeded sample of this many; 0: all
     gbce_t: float = 0.75  # gSASRec's calibration t in [0, 1]; only for loss "gbce"
     compile: bool = False  # torch.compile the training step (worth it on a GPU)
+    ema_decay: float = 0.999  # validate and keep a moving average of the weights; 0: off
 
     def __post_init__(self) -> None:
         """Reject values that cannot train, naming the field and the allowed range."""
@@ -59,6 +61,8 @@ class HParams:
             raise SASRecError(f"hparam dropout={self.dropout} must be in [0, 1)")
         if self.lr <= 0:
             raise SASRecError(f"hparam lr={self.lr} must be positive")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise SASRecError(f"hparam ema_decay={self.ema_decay} must be in [0, 1) (0: off)")
         if not 0.0 <= self.gbce_t <= 1.0:
             raise SASRecError(f"hparam gbce_t={self.gbce_t} must be in [0, 1]")
         if self.lr_schedule not in LR_SCHEDULES:

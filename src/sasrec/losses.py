@@ -25,6 +25,7 @@ from sasrec.model import PAD, SASRec
 # batch would sum each shared negative's push-down over every target of the batch, which
 # made gbce collapse (docs/benchmarks.md); the softmax weighs negatives by probability.
 PER_POSITION_NEGATIVES = ("bce", "gbce")
+IGNORED = -100  # target of a position that is not scored (F.cross_entropy's ignore_index)
 
 
 def bce_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor:
@@ -61,13 +62,13 @@ def sampled_softmax_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> 
 
 
 def full_softmax_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the catalogue.
+    """Cross-entropy over the catalogue, averaged over the targets that are not `IGNORED`.
 
     logits: (T, num_items + 1), column 0 padding; targets: (T,).
     """
     logits = logits.float()
     logits[:, PAD] = float("-inf")
-    return F.cross_entropy(logits, targets)
+    return F.cross_entropy(logits, targets, ignore_index=IGNORED)
 
 
 def sample_negatives(
@@ -110,11 +111,15 @@ class NextItemObjective(nn.Module):
                 `sampled_softmax`, ignored for `ce`.
         """
         is_target = (item_ids != PAD) & (positives != PAD)  # (B, L)
-        targets = positives[is_target]  # (T,)
         if self.loss == "ce":
-            hidden = self.model.encode(item_ids)[is_target]  # (T, D)
+            # Every position is scored and the non-targets ignored: boolean indexing has a
+            # data-dependent shape, which makes a GPU wait at every batch and breaks
+            # torch.compile's graph. Batches are trimmed to their longest row, so little
+            # of the work is padding.
+            hidden = self.model.encode(item_ids).flatten(0, 1)  # (B * L, D)
             logits = hidden @ self.model.item_emb.weight.T + self.model.item_bias
-            return full_softmax_loss(logits, targets)
+            return full_softmax_loss(logits, positives.masked_fill(~is_target, IGNORED).flatten())
+        targets = positives[is_target]  # (T,)
         bias = self.model.item_bias
         if self.loss in PER_POSITION_NEGATIVES:
             # One embedding lookup for inputs, positives and negatives: each lookup's backward

@@ -8,12 +8,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from sasrec import distributed
@@ -54,6 +56,7 @@ def train_epoch(
     hparams: HParams,
     generator: torch.Generator,
     num_items: int,
+    after_step: Callable[[], None] | None = None,
 ) -> float:
     """One pass over the training sequences; returns the mean loss over all processes.
 
@@ -66,6 +69,7 @@ def train_epoch(
         generator: CPU generator for batch order and negative samples; every process draws
             the same numbers and keeps its own rows of each batch.
         num_items: Catalogue size.
+        after_step: Called after every optimizer step (the weight average's update).
     """
     device = sequences.device
     rank, world = distributed.rank_and_world()
@@ -90,6 +94,8 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if after_step is not None:
+            after_step()
         total_loss += loss.detach()  # no .item(): a GPU would wait for every step
         num_batches += 1
     return distributed.mean_over_processes(total_loss / max(num_batches, 1))
@@ -146,8 +152,14 @@ class TrainingState:
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     best: BestSoFar
+    average: AveragedModel | None = None  # the weights' moving average, with `ema_decay`
     epoch: int = 0
     epoch_metrics: dict[str, float] = field(default_factory=dict)  # of `epoch`
+
+    @property
+    def evaluated_model(self) -> SASRec:
+        """What is validated and kept: the moving average of the weights when there is one."""
+        return self.average.module if self.average is not None else self.model
 
     def to_checkpoint(self, identity: dict[str, Any]) -> dict[str, Any]:
         """A dict of tensors and plain values that `torch.load(weights_only=True)` reads."""
@@ -158,6 +170,7 @@ class TrainingState:
             "epoch_metrics": self.epoch_metrics,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "average": self.average.state_dict() if self.average is not None else {},
             "generator": self.generator.get_state(),
             "cpu_rng": torch.get_rng_state(),
             "cuda_rng": cuda_rng,
@@ -172,6 +185,8 @@ class TrainingState:
         self.epoch, self.epoch_metrics = checkpoint["epoch"], checkpoint["epoch_metrics"]
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.average is not None:
+            self.average.load_state_dict(checkpoint["average"])
         self.generator.set_state(checkpoint["generator"])
         torch.set_rng_state(checkpoint["cpu_rng"])
         if checkpoint["cuda_rng"] and torch.cuda.is_available():
@@ -182,6 +197,28 @@ class TrainingState:
             checkpoint["best_state"],
             checkpoint["evals_without_gain"],
         )
+
+
+def weight_average(model: SASRec, decay: float) -> AveragedModel | None:
+    """An exponential moving average of `model`'s weights, updated each step; None if decay is 0.
+
+    With a constant learning rate and heavy dropout the weights keep moving around a good
+    point; their average is a better model than the last weights (docs/benchmarks.md). The
+    decay of update n is min(decay, (1 + n) / (10 + n)), as in TensorFlow's moving averages:
+    a short memory at first, so that a run of few steps is not averaged towards its random
+    initial weights.
+    """
+    if decay == 0.0:
+        return None
+
+    def warmed_up_ema(
+        averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor
+    ) -> torch.Tensor:
+        # num_averaged is a tensor on the model's device: no host sync per step.
+        step_decay = torch.clamp((1 + num_averaged) / (10 + num_averaged), max=decay)
+        return torch.lerp(current, averaged, step_decay)  # decay * averaged + (1 - decay) * current
+
+    return AveragedModel(model, avg_fn=warmed_up_ema, use_buffers=True)
 
 
 def checkpoint_identity(hparams: HParams, fingerprint: str) -> dict[str, Any]:
@@ -244,7 +281,9 @@ def fit(
         torch.optim.Adam(model.parameters(), lr=hparams.lr, betas=(0.9, 0.98), fused=True),
         torch.Generator().manual_seed(hparams.seed),
         BestSoFar(),
+        weight_average(model, hparams.ema_decay),
     )
+    after_step = partial(state.average.update_parameters, model) if state.average else None
     identity = checkpoint_identity(hparams, fingerprint)
     resume_if_possible(state, checkpoint_path, identity)
     if state.epoch and rank == 0:
@@ -275,6 +314,7 @@ def fit(
             hparams,
             state.generator,
             model.config.num_items,
+            after_step,
         )
         if not math.isfinite(loss):
             saved = checkpoint_path and state.epoch > 0
@@ -285,8 +325,8 @@ def fit(
             )
         metrics = {"train_loss": loss, "epoch_seconds": time.perf_counter() - epoch_start}
         if epoch % hparams.eval_every == 0 or epoch == hparams.max_epochs:
-            metrics |= validate(model, valid)
-            best.update(model, metrics, epoch)
+            metrics |= validate(state.evaluated_model, valid)
+            best.update(state.evaluated_model, metrics, epoch)
         state.epoch, state.epoch_metrics = epoch, metrics
         if rank == 0:
             if checkpoint_path:

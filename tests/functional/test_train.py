@@ -16,11 +16,20 @@ import torch
 from helpers import cyclic_reviews, write_reviews_jsonl_gz
 from sasrec.checkpoint import load_checkpoint, load_model_dir
 from sasrec.config import parse_hparams
+from sasrec.data import schema
 from sasrec.errors import SASRecError
 from sasrec.io import read_json
+from sasrec.losses import NextItemObjective
 from sasrec.model import SASRec
 from sasrec.steps import download_step, sequences_step
-from sasrec.train import fit, model_config, train_sasrec
+from sasrec.train import (
+    fit,
+    model_config,
+    train_epoch,
+    train_sasrec,
+    training_tensors,
+    weight_average,
+)
 
 HPARAMS = {"max_epochs": 6, "eval_every": 2, "hidden_size": 16, "batch_size": 16, "patience": 9}
 
@@ -57,11 +66,15 @@ def test_same_seed_gives_identical_models_and_another_seed_does_not(sequences_di
     )
 
 
-@pytest.mark.parametrize(("loss", "schedule"), [("bce", "constant"), ("gbce", "cosine")])
+@pytest.mark.parametrize(
+    ("loss", "schedule", "ema_decay"),
+    [("bce", "constant", 0.0), ("gbce", "cosine", 0.0), ("sampled_softmax", "constant", 0.9)],
+)
 def test_resume_after_interruption_equals_an_uninterrupted_run(
-    sequences_dir, tmp_path, loss, schedule
+    sequences_dir, tmp_path, loss, schedule, ema_decay
 ):
-    hparams = parse_hparams(HPARAMS | {"loss": loss, "num_negatives": 4, "lr_schedule": schedule})
+    overrides = {"loss": loss, "num_negatives": 4, "lr_schedule": schedule, "ema_decay": ema_decay}
+    hparams = parse_hparams(HPARAMS | overrides)
     train_sasrec(sequences_dir, tmp_path / "straight", hparams)
 
     def stop_after_epoch_3(metrics: dict, epoch: int) -> None:
@@ -84,6 +97,35 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(
     assert summary["epochs_run"] == 6
     assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
     assert not checkpoint.exists()  # done: the model directory replaces it
+
+
+def test_weight_average_is_the_warmed_up_moving_average_of_the_weights_after_each_step(
+    sequences_dir,
+):
+    hparams = parse_hparams(HPARAMS | {"ema_decay": 0.3})
+    train = pl.read_parquet(sequences_dir / schema.TRAIN_FILE)
+    num_items = read_json(sequences_dir / schema.STATS_FILE)["num_items"]
+    sequences, lengths = training_tensors(train, hparams.max_len)
+    model = SASRec(model_config(num_items, hparams))
+    average = weight_average(model, hparams.ema_decay)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    after_each_step = []
+
+    def record_then_update() -> None:
+        after_each_step.append(model.item_emb.weight.detach().clone())
+        average.update_parameters(model)
+
+    generator = torch.Generator().manual_seed(0)
+    objective = NextItemObjective(model, hparams.loss)
+    train_epoch(objective, optimizer, sequences, lengths, hparams, generator, num_items,
+                record_then_update)  # fmt: skip
+    assert len(after_each_step) >= 5  # decays 2/11, 3/12, then capped at 0.3 (4/13 > 0.3)
+    expected = after_each_step[0]  # the average starts at the first step's weights
+    for updates_so_far, step_weights in enumerate(after_each_step[1:], start=1):
+        decay = min(0.3, (1 + updates_so_far) / (10 + updates_so_far))
+        expected = decay * expected + (1 - decay) * step_weights
+    torch.testing.assert_close(average.module.item_emb.weight, expected)
+    assert not torch.allclose(expected, after_each_step[-1])
 
 
 def test_checkpoint_of_other_hparams_is_not_resumed(sequences_dir, tmp_path):

@@ -46,6 +46,8 @@ def test_protobuf_struct_numbers_are_accepted():
         ('{"max_len": "50"}', "max_len='50' must be of type int"),
         ('{"dropout": true}', "dropout=True must be of type float"),
         ('{"dropout": 1.0}', "dropout=1.0 must be in [0, 1)"),
+        ('{"ema_decay": 1.0}', "ema_decay=1.0 must be in [0, 1) (0: off)"),
+        ('{"ema_decay": -0.5}', "ema_decay=-0.5 must be in [0, 1) (0: off)"),
         ('{"hidden_size": 50, "num_heads": 3}', "divisible by num_heads=3"),
         ('{"loss": "hinge"}', "loss='hinge' is not one of"),
         ('{"lr_schedule": "step"}', "lr_schedule='step' is not one of constant, cosine"),
