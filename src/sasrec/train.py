@@ -283,7 +283,8 @@ def fit(
         BestSoFar(),
         weight_average(model, hparams.ema_decay),
     )
-    after_step = partial(state.average.update_parameters, model) if state.average else None
+    average = state.average
+    after_step = partial(average.update_parameters, model) if average is not None else None
     identity = checkpoint_identity(hparams, fingerprint)
     resume_if_possible(state, checkpoint_path, identity)
     if state.epoch and rank == 0:
