@@ -17,6 +17,7 @@ Prints Markdown table rows for docs/benchmarks.md.
 import argparse
 import random
 import resource
+import tempfile
 import time
 from pathlib import Path
 
@@ -193,12 +194,12 @@ def main() -> None:
         train = synthetic_train(args.synthetic_users, args.synthetic_items)
         num_items, data = args.synthetic_items, f"synthetic {args.synthetic_users} sequences"
     else:
-        work = Path("/tmp/bench_throughput")
-        if not (work / "seq" / schema.TRAIN_FILE).exists():
+        with tempfile.TemporaryDirectory(prefix="bench_throughput_") as tmp:
+            work = Path(tmp)  # built afresh: a cache here would outlive a change of --source
             download_step(str(args.source), work / "download", cache_dir=work / "cache")
             sequences_step(work / "download" / schema.INTERACTIONS_FILE, work / "seq", kcore=0)
-        train = pl.read_parquet(work / "seq" / schema.TRAIN_FILE)
-        num_items, data = int(train[schema.ITEM_SEQUENCE].explode().max()), "Video.txt"
+            train = pl.read_parquet(work / "seq" / schema.TRAIN_FILE)
+        num_items, data = int(train[schema.ITEM_SEQUENCE].explode().max()), args.source.name
     machine = describe_machine()
     if device.type == "cuda":
         machine = f"{torch.cuda.get_device_name()}, {machine}"
