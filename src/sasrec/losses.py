@@ -57,8 +57,9 @@ def sampled_softmax_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> 
 
     pos_logits: (T,); neg_logits: (T, N), -inf where masked.
     """
-    logits = torch.cat([pos_logits.unsqueeze(1), neg_logits], dim=1)  # (T, 1 + N)
-    return (torch.logsumexp(logits, dim=1) - pos_logits).mean()
+    # log(exp(pos) + sum exp(neg)) without concatenating a (T, 1 + N) copy.
+    log_partition = torch.logaddexp(pos_logits, torch.logsumexp(neg_logits, dim=1))  # (T,)
+    return (log_partition - pos_logits).mean()
 
 
 def full_softmax_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -140,7 +141,8 @@ class NextItemObjective(nn.Module):
             target_vectors = vectors[num_inputs : num_inputs + len(targets)]  # (T, D)
             hidden = self.model.encode(item_ids, input_vectors)[is_target]  # (T, D)
             pos_logits = (hidden * target_vectors).sum(1) + bias[targets]  # (T,)
-            neg_logits = hidden @ vectors[num_inputs + len(targets) :].T + bias[negatives]  # (T, N)
+            neg_vectors = vectors[num_inputs + len(targets) :]  # (N, D)
+            neg_logits = torch.addmm(bias[negatives], hidden, neg_vectors.T)  # (T, N)
             clashes = negatives.unsqueeze(0) == targets.unsqueeze(1)  # (T, N)
         neg_logits = neg_logits.float().masked_fill(clashes, float("-inf"))
         pos_logits = pos_logits.float()

@@ -24,7 +24,7 @@ from sasrec.config import HParams
 from sasrec.data import schema
 from sasrec.device import resolve_device
 from sasrec.errors import SASRecError
-from sasrec.evaluate import rank_held_out
+from sasrec.evaluate import item_popularity, rank_held_out
 from sasrec.io import read_json
 from sasrec.losses import NextItemObjective, gbce_beta, sample_negatives
 from sasrec.model import PAD, SASRec, SASRecConfig
@@ -106,6 +106,14 @@ def training_tensors(train: pl.DataFrame, max_len: int) -> tuple[torch.Tensor, t
     usable = train.filter(pl.col(schema.ITEM_SEQUENCE).list.len() >= 2)
     sequences = pad_left(usable[schema.ITEM_SEQUENCE], max_len + 1)
     return sequences, (sequences != PAD).sum(1)
+
+
+def log_popularity(train: pl.DataFrame, num_items: int) -> torch.Tensor:
+    """(num_items + 1,) log(1 + count) of each item in `train`, zero-mean over items; 0 at PAD."""
+    log_counts = torch.log1p(item_popularity(train, num_items)).float()
+    log_counts[1:] -= log_counts[1:].mean()
+    log_counts[PAD] = 0.0
+    return log_counts
 
 
 def data_fingerprint(sequences: torch.Tensor, num_items: int) -> str:
@@ -212,13 +220,16 @@ def weight_average(model: SASRec, decay: float) -> AveragedModel | None:
         return None
 
     def warmed_up_ema(
-        averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor
-    ) -> torch.Tensor:
-        # num_averaged is a tensor on the model's device: no host sync per step.
+        averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor
+    ) -> None:
+        # One decay for all tensors, as a tensor on their device: no host sync for it. The
+        # foreach ops update every tensor in one call each; per tensor they cost more than
+        # the update itself.
         step_decay = torch.clamp((1 + num_averaged) / (10 + num_averaged), max=decay)
-        return torch.lerp(current, averaged, step_decay)  # decay * averaged + (1 - decay) * current
+        torch._foreach_mul_(averaged, step_decay)
+        torch._foreach_add_(averaged, torch._foreach_mul(current, 1 - step_decay))
 
-    return AveragedModel(model, avg_fn=warmed_up_ema, use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=warmed_up_ema, use_buffers=True)
 
 
 def checkpoint_identity(hparams: HParams, fingerprint: str) -> dict[str, Any]:
@@ -360,6 +371,17 @@ def model_config(num_items: int, hparams: HParams) -> SASRecConfig:
     )
 
 
+def initial_model(train: pl.DataFrame, num_items: int, hparams: HParams) -> SASRec:
+    """A new SASRec, seeded by `hparams`, whose item bias starts at the log training counts."""
+    torch.manual_seed(hparams.seed)
+    model = SASRec(model_config(num_items, hparams))
+    with torch.no_grad():
+        # The best item bias of a softmax is the log of the item's frequency, up to a
+        # constant. Starting there, the few negatives drawn per step need not teach it.
+        model.item_bias.copy_(log_popularity(train, num_items))
+    return model
+
+
 def train_sasrec(
     sequences_dir: str | Path,
     model_dir: str | Path,
@@ -386,14 +408,14 @@ def train_sasrec(
     """
     sequences_dir = Path(sequences_dir)
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
-    torch.manual_seed(hparams.seed)
     stats = read_json(sequences_dir / schema.STATS_FILE)
     device = distributed.local_device(resolve_device(hparams.device))
-    model = SASRec(model_config(stats["num_items"], hparams)).to(device)
+    train = pl.read_parquet(sequences_dir / schema.TRAIN_FILE)
+    model = initial_model(train, stats["num_items"], hparams).to(device)
     log.info("training on %s: %s", device, model.config)
     summary = fit(
         model,
-        pl.read_parquet(sequences_dir / schema.TRAIN_FILE),
+        train,
         pl.read_parquet(sequences_dir / schema.VALID_FILE),
         hparams,
         log_metrics,

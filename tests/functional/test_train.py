@@ -1,6 +1,7 @@
 """Training as a long job: interruption and resume, NaN, reproducibility, DDP, MLflow model."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from sasrec.model import SASRec
 from sasrec.steps import download_step, sequences_step
 from sasrec.train import (
     fit,
+    log_popularity,
     model_config,
     train_epoch,
     train_sasrec,
@@ -126,6 +128,14 @@ def test_weight_average_is_the_warmed_up_moving_average_of_the_weights_after_eac
         expected = decay * expected + (1 - decay) * step_weights
     torch.testing.assert_close(average.module.item_emb.weight, expected)
     assert not torch.allclose(expected, after_each_step[-1])
+
+
+def test_item_bias_starts_at_the_centred_log_count_of_each_item():
+    train = pl.DataFrame({schema.ITEM_SEQUENCE: [[1, 2, 1], [3]]})
+    log_counts = [math.log(3), math.log(2), math.log(2), 0.0]  # items 1..4 seen 2, 1, 1, 0 times
+    mean = sum(log_counts) / 4
+    expected = torch.tensor([0.0, *(value - mean for value in log_counts)])
+    torch.testing.assert_close(log_popularity(train, num_items=4), expected)
 
 
 def test_checkpoint_of_other_hparams_is_not_resumed(sequences_dir, tmp_path):
