@@ -15,7 +15,6 @@ Prints one Markdown table row per config and checkpoint for docs/benchmarks.md.
 """
 
 import argparse
-import sys
 import tempfile
 import time
 from functools import partial
@@ -25,15 +24,13 @@ import polars as pl
 import torch
 
 from machine import describe_machine
+from paper_data import VIDEO_TXT, video_sequences
 from sasrec.config import parse_hparams
 from sasrec.data import schema
 from sasrec.evaluate import rank_held_out
 from sasrec.io import read_json
 from sasrec.losses import NextItemObjective, gbce_beta
-from sasrec.steps import download_step, sequences_step
 from sasrec.train import initial_model, learning_rate, train_epoch, training_tensors, weight_average
-
-VIDEO_TXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "sasrec-video" / "Video.txt"
 
 
 def main() -> None:
@@ -47,14 +44,10 @@ def main() -> None:
     )
     parser.add_argument("--source", type=Path, default=VIDEO_TXT, help="a copy of Video.txt")
     args = parser.parse_args()
-    if not args.source.is_file():
-        sys.exit(f"{args.source} is absent: this benchmark needs ../shared/data")
-    work = Path(tempfile.mkdtemp(prefix="learning_curves_"))
-    download_step(str(args.source), work / "download", cache_dir=work / "cache")
-    sequences_step(work / "download" / "interactions.parquet", work / "seq", kcore=0)
-    train = pl.read_parquet(work / "seq" / schema.TRAIN_FILE)
-    test = pl.read_parquet(work / "seq" / schema.TEST_FILE)
-    num_items = read_json(work / "seq" / schema.STATS_FILE)["num_items"]
+    sequences_dir = video_sequences(args.source, Path(tempfile.mkdtemp(prefix="learning_curves_")))
+    train = pl.read_parquet(sequences_dir / schema.TRAIN_FILE)
+    test = pl.read_parquet(sequences_dir / schema.TEST_FILE)
+    num_items = read_json(sequences_dir / schema.STATS_FILE)["num_items"]
     machine = f"{describe_machine()}, {torch.get_num_threads()} thread(s)"
     for config in args.config:
         name, _, overrides = config.partition("=")

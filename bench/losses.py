@@ -11,18 +11,15 @@ Prints one Markdown table row per config for docs/benchmarks.md.
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from machine import describe_machine
+from paper_data import VIDEO_TXT, video_sequences
 from sasrec.config import parse_hparams
 from sasrec.evaluate import evaluate_model
-from sasrec.steps import download_step, sequences_step
 from sasrec.train import train_sasrec
-
-VIDEO_TXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "sasrec-video" / "Video.txt"
 
 
 def main() -> None:
@@ -34,19 +31,16 @@ def main() -> None:
         "--source", type=Path, default=VIDEO_TXT, help="Video.txt (a copy, on a GPU machine)"
     )
     args = parser.parse_args()
-    if not args.source.is_file():
-        sys.exit(f"{args.source} is absent: this benchmark needs ../shared/data")
     work = Path(tempfile.mkdtemp(prefix="bench_losses_"))
-    download_step(str(args.source), work / "download", cache_dir=work / "cache")
-    sequences_step(work / "download" / "interactions.parquet", work / "seq", kcore=0)
+    sequences_dir = video_sequences(args.source, work)
     machine = describe_machine()
     for config in args.config:
         name, _, overrides = config.partition("=")
         hparams = parse_hparams(overrides)
         start = time.perf_counter()
-        _, summary = train_sasrec(work / "seq", work / name, hparams)
+        _, summary = train_sasrec(sequences_dir, work / name, hparams)
         train_minutes = (time.perf_counter() - start) / 60
-        metrics = evaluate_model(work / name, work / "seq", work / f"{name}_eval")
+        metrics = evaluate_model(work / name, sequences_dir, work / f"{name}_eval")
         print(
             f"| {machine} | {name} | `{json.dumps(overrides and json.loads(overrides))}` "
             f"| {summary['epochs_run']} ({summary['best_epoch']}) | {train_minutes:.1f} "

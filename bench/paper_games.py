@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 from machine import describe_machine
-
-VIDEO_TXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "sasrec-video" / "Video.txt"
+from paper_data import VIDEO_TXT
 
 
 def main() -> None:

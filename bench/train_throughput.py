@@ -27,11 +27,11 @@ import torch
 from torch import nn
 
 from machine import describe_machine
+from paper_data import VIDEO_TXT, video_sequences
 from sasrec.config import parse_hparams
 from sasrec.data import schema
 from sasrec.losses import NextItemObjective, gbce_beta
 from sasrec.model import SASRec
-from sasrec.steps import download_step, sequences_step
 from sasrec.train import model_config, train_epoch, training_tensors
 
 # The paper's Games settings, which the reference implements.
@@ -39,7 +39,6 @@ PAPER_GAMES = (
     '{"loss": "bce", "num_negatives": 1, "hidden_size": 50, "dropout": 0.5, '
     '"batch_size": 128, "lr": 0.001}'
 )
-VIDEO_TXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "sasrec-video" / "Video.txt"
 
 
 class ReferenceSASRec(nn.Module):
@@ -195,10 +194,9 @@ def main() -> None:
         num_items, data = args.synthetic_items, f"synthetic {args.synthetic_users} sequences"
     else:
         with tempfile.TemporaryDirectory(prefix="bench_throughput_") as tmp:
-            work = Path(tmp)  # built afresh: a cache here would outlive a change of --source
-            download_step(str(args.source), work / "download", cache_dir=work / "cache")
-            sequences_step(work / "download" / schema.INTERACTIONS_FILE, work / "seq", kcore=0)
-            train = pl.read_parquet(work / "seq" / schema.TRAIN_FILE)
+            # Built afresh: a cache here would outlive a change of --source.
+            sequences_dir = video_sequences(args.source, Path(tmp))
+            train = pl.read_parquet(sequences_dir / schema.TRAIN_FILE)
         num_items, data = int(train[schema.ITEM_SEQUENCE].explode().max()), args.source.name
     machine = describe_machine()
     if device.type == "cuda":
