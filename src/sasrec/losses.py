@@ -57,9 +57,8 @@ def sampled_softmax_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> 
 
     pos_logits: (T,); neg_logits: (T, N), -inf where masked.
     """
-    # log(exp(pos) + sum exp(neg)) without concatenating a (T, 1 + N) copy.
-    log_partition = torch.logaddexp(pos_logits, torch.logsumexp(neg_logits, dim=1))  # (T,)
-    return (log_partition - pos_logits).mean()
+    logits = torch.cat([pos_logits.unsqueeze(1), neg_logits], dim=1)  # (T, 1 + N)
+    return (torch.logsumexp(logits, dim=1) - pos_logits).mean()
 
 
 def full_softmax_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

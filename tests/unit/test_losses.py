@@ -59,6 +59,17 @@ def test_sampled_softmax_by_hand_with_the_positive_masked_among_negatives():
     assert loss.item() == pytest.approx((first + second) / 2, rel=1e-5)
 
 
+def test_sampled_softmax_gradients_stay_finite_when_every_negative_is_the_positive():
+    model = tiny_model()
+    negatives = torch.tensor([3])  # the second target's positive: its row has no negative left
+    loss = NextItemObjective(model, "sampled_softmax")(ITEMS, POSITIVES, negatives)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    logits = hand_logits(model)
+    first = math.log(sum(math.exp(logits[0][i]) for i in (2, 3))) - logits[0][2]
+    assert loss.item() == pytest.approx(first / 2, rel=1e-5)  # the second target's loss is 0
+
+
 def test_full_softmax_by_hand_excludes_padding():
     model = tiny_model()
     logits = hand_logits(model)
