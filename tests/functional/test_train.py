@@ -25,6 +25,7 @@ from sasrec.model import SASRec
 from sasrec.steps import download_step, sequences_step
 from sasrec.train import (
     fit,
+    initial_model,
     log_popularity,
     model_config,
     train_epoch,
@@ -136,6 +137,24 @@ def test_item_bias_starts_at_the_centred_log_count_of_each_item():
     mean = sum(log_counts) / 4
     expected = torch.tensor([0.0, *(value - mean for value in log_counts)])
     torch.testing.assert_close(log_popularity(train, num_items=4), expected)
+
+
+def test_trained_models_start_from_the_log_count_item_bias(tmp_path):
+    # 50 users on a cycle of 40 items: the first items are walked more often than the rest.
+    source = write_reviews_jsonl_gz(tmp_path / "r.jsonl.gz", cyclic_reviews(num_users=50))
+    download_step(str(source), tmp_path / "raw", cache_dir=tmp_path / "cache")
+    sequences_dir = tmp_path / "seq"
+    sequences_step(tmp_path / "raw" / "interactions.parquet", sequences_dir, kcore=0)
+    train = pl.read_parquet(sequences_dir / schema.TRAIN_FILE)
+    num_items = read_json(sequences_dir / schema.STATS_FILE)["num_items"]
+    expected = log_popularity(train, num_items)
+    assert expected.max() - expected.min() > 0.5  # counts differ, so a start at 0 would fail
+    model = initial_model(train, num_items, parse_hparams(HPARAMS))
+    torch.testing.assert_close(model.item_bias.detach(), expected)
+    # train_sasrec starts there too: with a learning rate too small to move it, it ends there.
+    hparams = parse_hparams(HPARAMS | {"lr": 1e-12})
+    trained, _ = train_sasrec(sequences_dir, tmp_path / "m", hparams)
+    torch.testing.assert_close(trained.item_bias.detach(), expected)
 
 
 def test_checkpoint_of_other_hparams_is_not_resumed(sequences_dir, tmp_path):
