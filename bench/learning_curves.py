@@ -44,6 +44,8 @@ def main() -> None:
     )
     parser.add_argument("--source", type=Path, default=VIDEO_TXT, help="a copy of Video.txt")
     args = parser.parse_args()
+    if args.every < 1:
+        parser.error(f"--every {args.every}: must be at least 1 (epochs between test scores)")
     sequences_dir = video_sequences(args.source, Path(tempfile.mkdtemp(prefix="learning_curves_")))
     train = pl.read_parquet(sequences_dir / schema.TRAIN_FILE)
     test = pl.read_parquet(sequences_dir / schema.TEST_FILE)
