@@ -10,6 +10,7 @@ from components.evaluate import evaluate
 from components.recommend import recommend
 from components.sequences import sequences
 from components.train import train
+from pipelines import pod
 
 PIPELINE_NAME = "sasrec"
 
@@ -37,16 +38,28 @@ def sasrec_pipeline(
     gpu_type: str = "nvidia.com/gpu",
     train_node_selector: dict = {},  # noqa: B006
     train_tolerations: list = [],  # noqa: B006
+    checkpoint_root: str = "",
     mlflow_tracking_uri: str = "",
     mlflow_experiment: str = "sasrec",
+    mlflow_secret: str = pod.MLFLOW_SECRET,
+    storage_secret: str = pod.STORAGE_SECRET,
     registered_model_name: str = "",
     write_recommendations: bool = True,
     recommendations_k: int = 10,
+    download_cpu: str = pod.DOWNLOAD.cpu,
+    download_memory: str = pod.DOWNLOAD.memory,
+    sequences_cpu: str = pod.SEQUENCES.cpu,
+    sequences_memory: str = pod.SEQUENCES.memory,
+    train_cpu: str = pod.TRAIN.cpu,
+    train_memory: str = pod.TRAIN.memory,
+    evaluate_cpu: str = pod.EVALUATE.cpu,
+    evaluate_memory: str = pod.EVALUATE.memory,
 ) -> PipelineOutputs:
     """Train and evaluate SASRec on one source.
 
     Args:
-        source: amazon2023:<Category>, an http(s)/gs:// URL, or a path the tasks can read.
+        source: amazon2023:<Category>, an http(s), gs:// or s3:// URL, or a path the tasks
+            can read.
         amazon_base_url: Mirror of the Amazon Reviews 2023 files; empty for the official site.
         with_item_titles: Fetch the category's item metadata for titles in the reports.
         kcore: Minimum interactions per user and item; 0 disables the filter.
@@ -54,22 +67,41 @@ def sasrec_pipeline(
         sequence_max_len: Most recent items kept per history by the sequences step; 0: all.
         hparams: Hyperparameter overrides, e.g. {"max_epochs": 50}.
         gpu_count: GPUs requested by the train task, one data-parallel process each; 0 trains
-            on the CPU.
+            on the CPU. With 1 or more, training fails at once when CUDA is not usable.
         gpu_type: Kubernetes resource name of the GPUs, e.g. nvidia.com/gpu.
         train_node_selector: Node labels the train task must run on, e.g.
             {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}.
         train_tolerations: Kubernetes tolerations of the train task, e.g.
             [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}].
-        mlflow_tracking_uri: MLflow tracking URI for every task; empty for each task's default.
+        checkpoint_root: gs://, s3:// or mounted folder where training keeps its checkpoint,
+            per pipeline run, so that a retried (preempted) train pod resumes; empty: beside
+            the model output, which a lost pod loses.
+        mlflow_tracking_uri: MLflow server of every task; empty: $MLFLOW_TRACKING_URI (a pod
+            without either refuses to train).
         mlflow_experiment: MLflow experiment of the run.
+        mlflow_secret: Kubernetes secret with MLFLOW_TRACKING_USERNAME and
+            MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN; optional.
+        storage_secret: Kubernetes secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+            (and optionally AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) for
+            s3:// sources and checkpoints; optional.
         registered_model_name: Register the trained model in MLflow under this name; empty: no.
         write_recommendations: Also write every user's top-K items as Parquet.
         recommendations_k: Items per user in the recommendations.
+        download_cpu: CPU request and limit of the download task.
+        download_memory: Memory request and limit of the download task.
+        sequences_cpu: CPU request and limit of the sequences task.
+        sequences_memory: Memory request and limit of the sequences task.
+        train_cpu: CPU request and limit of the train task.
+        train_memory: Memory request and limit of the train task.
+        evaluate_cpu: CPU request and limit of the evaluate task.
+        evaluate_memory: Memory request and limit of the evaluate task.
     """
     download_task = download(
         source=source, amazon_base_url=amazon_base_url, with_metadata=with_item_titles
     )
     download_task.set_display_name("Download reviews").set_caching_options(True)
+    pod.run_locked_down(download_task, download_cpu, download_memory, pod.DOWNLOAD.scratch)
+    pod.use_storage_secret(download_task, storage_secret)
 
     sequences_task = sequences(
         interactions=download_task.outputs["interactions"],
@@ -78,6 +110,7 @@ def sasrec_pipeline(
         max_len=sequence_max_len,
     )
     sequences_task.set_display_name("Build sequences").set_caching_options(True)
+    pod.run_locked_down(sequences_task, sequences_cpu, sequences_memory, pod.SEQUENCES.scratch)
 
     train_task = train(
         sequences=sequences_task.outputs["sequences"],
@@ -87,12 +120,20 @@ def sasrec_pipeline(
         mlflow_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         num_processes=gpu_count,
         registered_model_name=registered_model_name,
+        checkpoint_root=checkpoint_root,
+        pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     )
     # Not cached: a rerun is asked for to train again (the model is logged to MLflow).
     train_task.set_display_name("Train SASRec").set_caching_options(False)
+    # A retried pod resumes from checkpoint_root, in the same MLflow run.
+    train_task.set_retry(**pod.TRAIN_RETRY)
     train_task.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
+    pod.run_locked_down(train_task, train_cpu, train_memory, pod.TRAIN.scratch)
+    pod.mount_shared_memory(train_task)
     kubernetes.add_node_selector_json(train_task, train_node_selector)
     kubernetes.add_toleration_json(train_task, train_tolerations)
+    pod.use_storage_secret(train_task, storage_secret)
+    pod.use_mlflow_secret(train_task, mlflow_secret)
 
     evaluate_task = evaluate(
         model=train_task.outputs["model"],
@@ -100,6 +141,9 @@ def sasrec_pipeline(
         mlflow_tracking_uri=mlflow_tracking_uri,
     )
     evaluate_task.set_display_name("Evaluate").set_caching_options(False)
+    pod.run_locked_down(evaluate_task, evaluate_cpu, evaluate_memory, pod.EVALUATE.scratch)
+    pod.use_storage_secret(evaluate_task, storage_secret)
+    pod.use_mlflow_secret(evaluate_task, mlflow_secret)
 
     with dsl.If(write_recommendations == True):  # noqa: E712 - a KFP condition, not Python
         recommend_task = recommend(
@@ -108,6 +152,9 @@ def sasrec_pipeline(
             k=recommendations_k,
         )
         recommend_task.set_display_name("Recommend for every user")
+        # Constants: kfp.local cannot pass pipeline parameters into a condition's resources.
+        pod.run_locked_down(recommend_task, pod.EVALUATE.cpu, pod.EVALUATE.memory,
+                            pod.EVALUATE.scratch)  # fmt: skip
 
     return PipelineOutputs(
         model=train_task.outputs["model"], evaluation=evaluate_task.outputs["evaluation"]

@@ -2,7 +2,13 @@
 
 import functools
 import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,3 +91,108 @@ def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
     mlflow.set_tracking_uri(uri)
     yield uri
     mlflow.set_tracking_uri(previous)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on 127.0.0.1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout_s: float = 60.0) -> None:
+    """Poll `url` until it answers (any HTTP status), or fail the test."""
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.RequestException:
+            time.sleep(0.2)
+    pytest.fail(f"{url} did not answer within {timeout_s:.0f} s")
+
+
+@pytest.fixture
+def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto's S3 API server on 127.0.0.1, set up as AWS_* variables as a user would for MinIO.
+
+    Yields the endpoint URL; s3fs and boto3 in this process and in subprocesses reach it.
+    """
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(endpoint)
+        for name, value in {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "test-key",
+            "AWS_SECRET_ACCESS_KEY": "test-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            monkeypatch.setenv(name, value)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait()
+
+
+@pytest.fixture
+def sequences_dir(tmp_path: Path) -> Path:
+    """Sequences of 80 users walking a cycle of 40 items (the sequences step's output)."""
+    from sasrec.steps import download_step, sequences_step
+
+    source = write_reviews_jsonl_gz(tmp_path / "cyclic.jsonl.gz", cyclic_reviews())
+    download_step(str(source), tmp_path / "raw", cache_dir=tmp_path / "cache")
+    sequences_step(tmp_path / "raw" / "interactions.parquet", tmp_path / "seq", kcore=0)
+    return tmp_path / "seq"
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 over an sqlite store and an artifact folder.
+
+    `kill` stops it as a crashed pod would (SIGKILL to its whole process group); `start`
+    brings it back on the same port and store.
+    """
+
+    def __init__(self, root: Path, env: dict[str, str] | None = None, app: str = "") -> None:
+        self.root, self.port, self.app = root, free_port(), app
+        self.env = os.environ | (env or {})
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        command = [
+            str(Path(sys.executable).with_name("mlflow")), "server",
+            f"--backend-store-uri=sqlite:///{self.root / 'mlflow.db'}",
+            f"--artifacts-destination={self.root / 'artifacts'}", "--serve-artifacts",
+            "--host=127.0.0.1", f"--port={self.port}", "--workers=1",
+            *([f"--app-name={self.app}"] if self.app else []),
+        ]  # fmt: skip
+        log_file = (self.root / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            command, cwd=self.root, env=self.env, stdout=log_file, stderr=log_file,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_for_http(f"{self.uri}/health", timeout_s)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[MlflowServer]:
+    """A started `mlflow server` of this test's own (its store in tmp_path/mlflow-server)."""
+    root = tmp_path / "mlflow-server"
+    root.mkdir()
+    server = MlflowServer(root)
+    server.start()
+    yield server
+    server.kill()

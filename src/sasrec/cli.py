@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from sasrec.data.download import DEFAULT_CACHE_DIR
+from sasrec.data.download import CACHE_DIR_ENV
 from sasrec.data.sequences import SPLITS
 from sasrec.data.sources import AMAZON_2023_BASE_URL_ENV, DEFAULT_SOURCE
 from sasrec.errors import SASRecError
@@ -20,7 +20,7 @@ def _add_source_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source",
         default=DEFAULT_SOURCE,
-        help="amazon2023:<Category>, an http(s)/gs:// URL or a local path to a reviews "
+        help="amazon2023:<Category>, an http(s), gs:// or s3:// URL or a local path to a reviews "
         f"JSONL(.gz) or SASRec .txt file (default: {DEFAULT_SOURCE})",
     )
     parser.add_argument(
@@ -50,7 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     download = commands.add_parser("download", help="fetch reviews, write interactions.parquet")
     _add_source_args(download)
     download.add_argument("--out", required=True, type=Path, help="output directory")
-    download.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    download.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help=f"where downloads are kept (default ${CACHE_DIR_ENV}, else "
+        "$XDG_CACHE_HOME/sasrec, else ~/.cache/sasrec)",
+    )
     download.add_argument(
         "--with-metadata",
         action="store_true",
@@ -79,9 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--checkpoint-dir",
-        type=Path,
         default=None,
-        help="per-epoch checkpoint, resumed by a rerun (default OUT.checkpoint)",
+        help="per-epoch checkpoint and MLflow run id, resumed by a rerun: a path, gs:// or "
+        "s3:// URI (default OUT.checkpoint)",
+    )
+    train.add_argument(
+        "--gpus",
+        type=int,
+        default=0,
+        help="GPUs this job was given: fail at once unless CUDA can use them (default 0: "
+        "no check; hparams device cpu skips it)",
     )
     train.add_argument(
         "--nproc", type=int, default=1, help="data-parallel processes (one per GPU) via torchrun"
@@ -150,7 +163,7 @@ def dispatch(args: argparse.Namespace) -> object:
         hparams = parse_hparams(args.hparams)
         return steps.train_step(
             args.sequences, args.out, hparams, args.tracking_uri, args.experiment, args.run_name,
-            args.checkpoint_dir, args.nproc, args.register_as,
+            args.checkpoint_dir, args.nproc, args.register_as, args.gpus,
         )  # fmt: skip
     if args.command == "evaluate":
         return steps.evaluate_step(

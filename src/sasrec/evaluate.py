@@ -332,10 +332,10 @@ def evaluate_model(
     from sasrec.baselines import PopularityScorer, TransitionScorer
     from sasrec.checkpoint import load_model_dir, read_training_info
     from sasrec.device import resolve_device
-    from sasrec.io import atomic_path, read_json, write_json
+    from sasrec.io import atomic_dir, read_json, require_complete, write_json
     from sasrec.report import render_report
 
-    sequences_dir = Path(sequences_dir)
+    sequences_dir = require_complete(sequences_dir, "`sasrec sequences`")
     train, valid, test = (
         pl.read_parquet(sequences_dir / name)
         for name in (schema.TRAIN_FILE, schema.VALID_FILE, schema.TEST_FILE)
@@ -389,8 +389,7 @@ def evaluate_model(
         metrics, scorer_metrics, by_bucket,
         example_users(test, test_ranks["sasrec"].top_items, item_ids), context,
     )  # fmt: skip
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
+    with atomic_dir(out_dir) as tmp:
         write_json(metrics, tmp / schema.METRICS_FILE)
         by_bucket.write_csv(tmp / schema.BREAKDOWNS_FILE)
         (tmp / schema.REPORT_FILE).write_text(page, encoding="utf-8")

@@ -9,8 +9,10 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import requests
+import yaml
 
 from sasrec.config import HParams
 from sasrec.data.schema import METRICS_FILE, RECOMMENDATIONS_FILE, REPORT_FILE
@@ -21,13 +23,23 @@ from sasrec.data.sources import (
     resolve_source_files,
 )
 from sasrec.errors import SASRecError
-from sasrec.io import atomic_path, read_json, write_json
+from sasrec.io import atomic_dir, atomic_path, read_json, write_json
+from sasrec.storage import redact
 from sasrec.tracking import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
 RUNNERS = ("subprocess", "docker")
-IMAGE_USER_ID = 10001  # the non-root user of docker/Dockerfile
+# No GPU is required here: training takes CUDA when there is one (device auto), else the CPU.
+LOCAL_PIPELINE_ARGS = {"gpu_count": 0}
+POD_USER_ID = 54321  # an arbitrary uid, as OpenShift assigns; always in group 0
+POD_TMPFS = {"/tmp": "rw,exec,size=8g"}  # the only writable place besides the pipeline root
+# Credentials a pod would get from Kubernetes secrets, passed on from this environment.
+SECRET_VARIABLES = (
+    "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+)  # fmt: skip
 MLFLOW_SERVER_WAIT_SECONDS = 90.0
 
 
@@ -41,7 +53,8 @@ def run_pipeline_locally(
 ) -> dict[str, Any]:
     """Compile the pipeline, run it with one of `kfp.local`'s runners, collect its outputs.
 
-    `pipeline_args` sets other pipeline parameters (`kcore`, `split`, ...) by name.
+    `pipeline_args` sets other pipeline parameters (`kcore`, `split`, ...) by name;
+    `gpu_count` is 0 unless given (a local run trains on CUDA when it has it, else on the CPU).
 
     `subprocess`: each task runs in a subprocess of this Python. `docker`: each task runs in
     its step's image (`make images`) on the host's network, so that it reaches an MLflow
@@ -64,14 +77,15 @@ def run_pipeline_locally(
             detect_format(file.location, Path(file.location))
     output_dir = Path(output_dir).resolve()
     pipeline_yaml = compile_pipeline(output_dir / "sasrec_pipeline.yaml")
-    pipeline = components.load_component_from_file(str(pipeline_yaml))
+    pipeline = components.load_component_from_file(str(_without_retries(pipeline_yaml)))
     pipeline_root = output_dir / "pipeline_root"
     pipeline_root.mkdir(parents=True, exist_ok=True)
+    tracking_uri = _credentials_to_environment(
+        _server_tracking_uri() if runner == "docker" else resolve_tracking_uri()
+    )
     if runner == "docker":
-        tracking_uri = _server_tracking_uri()
         local.init(runner=_docker_runner(pipeline_root), pipeline_root=str(pipeline_root))
     else:
-        tracking_uri = resolve_tracking_uri()
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
     if not is_remote(source) and Path(source).exists():
         source = _task_visible_path(Path(source).resolve(), pipeline_root, runner)
@@ -81,13 +95,13 @@ def run_pipeline_locally(
             amazon_base_url=amazon_2023_base_url(amazon_base_url),
             hparams=dataclasses.asdict(hparams),
             mlflow_tracking_uri=tracking_uri,
-            **(pipeline_args or {}),
+            **(LOCAL_PIPELINE_ARGS | (pipeline_args or {})),
         )
     except RuntimeError as err:  # kfp.local raises it when a task fails
         raise SASRecError(_failure_message(str(err))) from err
     for name, output in (("model", "model"), ("evaluation", "evaluation")):
-        with atomic_path(output_dir / name) as tmp:
-            shutil.copytree(run.outputs[output].path, tmp)
+        with atomic_dir(output_dir / name) as tmp:
+            shutil.copytree(run.outputs[output].path, tmp, dirs_exist_ok=True)
     metrics = read_json(output_dir / "evaluation" / METRICS_FILE)
     write_json(metrics, output_dir / METRICS_FILE)
     recommendations = _latest_recommendations(output_dir / "pipeline_root")
@@ -101,6 +115,35 @@ def run_pipeline_locally(
         output_dir / "evaluation" / REPORT_FILE,
     )
     return metrics
+
+
+def _without_retries(pipeline_yaml: Path) -> Path:
+    """The pipeline with no task retries, beside the original.
+
+    Retries are for a preempted pod on a cluster; kfp.local honours them too, and would
+    rerun a failed task on this machine after minutes of backoff.
+    """
+    documents = list(yaml.safe_load_all(pipeline_yaml.read_text()))
+    for task in documents[0]["root"]["dag"]["tasks"].values():
+        task.pop("retryPolicy", None)
+    local_yaml = pipeline_yaml.with_name("local_" + pipeline_yaml.name)
+    local_yaml.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    return local_yaml
+
+
+def _credentials_to_environment(tracking_uri: str) -> str:
+    """`tracking_uri` without its `user:password@`, which moves to the environment.
+
+    MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD reach the tasks as a Kubernetes
+    secret would give them (unless already set). A pipeline parameter is printed and
+    recorded by KFP; an environment variable is not.
+    """
+    userinfo = urlsplit(tracking_uri).netloc.rpartition("@")[0]
+    if userinfo:
+        username, _, password = userinfo.partition(":")
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(username))
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(password))
+    return redact(tracking_uri)
 
 
 def _server_tracking_uri() -> str:
@@ -126,25 +169,38 @@ def _wait_until_healthy(server_uri: str, timeout_s: float = MLFLOW_SERVER_WAIT_S
             pass
         if time.monotonic() > deadline:
             raise SASRecError(
-                f"the MLflow server at {server_uri} did not answer in {timeout_s:.0f} s"
+                f"the MLflow server at {redact(server_uri)} did not answer in {timeout_s:.0f} s"
             )
         time.sleep(1)
 
 
 def _docker_runner(pipeline_root: Path) -> Any:
-    """A DockerRunner whose containers can write the pipeline root they mount.
+    """A DockerRunner whose containers run as a locked-down pod does.
 
-    Run by a user, the containers run as that user (outputs stay theirs); run by root, they
-    keep the images' non-root user, who is given the pipeline root.
+    Each container runs as a uid with no passwd entry in group 0 (the caller's uid, or
+    54321 when called by root), with a read-only root filesystem, a tmpfs on /tmp, HOME at
+    the unwritable `/`, and the host's network. Only the pipeline root is writable besides
+    /tmp: root gives group 0 write access to it.
     """
     from kfp import local
 
-    if os.getuid() == 0:  # each run's folders are made inside the containers, as that user
-        os.chown(pipeline_root, IMAGE_USER_ID, IMAGE_USER_ID)
-        return local.DockerRunner(network_mode="host")
+    if os.getuid() == 0:
+        _make_group_writable(pipeline_root)
+    environment = {"HOME": "/"} | {
+        name: os.environ[name] for name in SECRET_VARIABLES if name in os.environ
+    }
     return local.DockerRunner(
-        network_mode="host", user=f"{os.getuid()}:{os.getgid()}", environment={"HOME": "/tmp"}
+        network_mode="host",
+        user=f"{os.getuid() or POD_USER_ID}:0",
+        read_only=True,
+        tmpfs=POD_TMPFS,
+        environment=environment,
     )
+
+
+def _make_group_writable(folder: Path) -> None:
+    os.chown(folder, -1, 0)
+    os.chmod(folder, 0o775)
 
 
 def _task_visible_path(source: Path, pipeline_root: Path, runner: str) -> str:
@@ -154,8 +210,6 @@ def _task_visible_path(source: Path, pipeline_root: Path, runner: str) -> str:
     inputs_dir = pipeline_root / "inputs"
     inputs_dir.mkdir(exist_ok=True)
     shutil.copyfile(source, inputs_dir / source.name)
-    if os.getuid() == 0:
-        os.chown(inputs_dir, IMAGE_USER_ID, IMAGE_USER_ID)
     return str(inputs_dir / source.name)
 
 

@@ -15,7 +15,7 @@ from sasrec.data import schema
 from sasrec.device import resolve_device
 from sasrec.errors import SASRecError
 from sasrec.evaluate import exclude_items
-from sasrec.io import atomic_path
+from sasrec.io import atomic_path, require_complete
 from sasrec.model import SASRec
 from sasrec.tensors import pad_left
 
@@ -133,7 +133,7 @@ def recommend_all_users(
     check_k(k)
     torch_device = resolve_device(device)
     model = load_model_dir(model_dir, torch_device)
-    sequences = known_sequences(Path(sequences_dir))
+    sequences = known_sequences(require_complete(sequences_dir, "`sasrec sequences`"))
     sequences = sequences.sort(pl.col(schema.HISTORY).list.len())
     vocab = pl.read_parquet(Path(model_dir) / schema.ITEM_VOCAB_FILE).sort(schema.ITEM_INDEX)
     item_ids = pa.array(["", *vocab[schema.ITEM_ID].to_list()])  # index 0: padding

@@ -7,17 +7,17 @@ sequences images carry no torch.
 import dataclasses
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sasrec import tracking
+from sasrec import storage, tracking
 from sasrec.config import HParams
 from sasrec.data import schema, titles
-from sasrec.data.download import DEFAULT_CACHE_DIR, download_interactions, fetch_source_file
+from sasrec.data.download import default_cache_dir, download_interactions, fetch_source_file
 from sasrec.data.sequences import build_sequences
-from sasrec.io import read_json, write_json
+from sasrec.io import read_json
+from sasrec.storage import redact
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +29,22 @@ def download_step(
     source: str,
     out_dir: str | Path,
     amazon_base_url: str | None = None,
-    cache_dir: str | Path = DEFAULT_CACHE_DIR,
+    cache_dir: str | Path | None = None,
     with_metadata: bool = False,
 ) -> dict[str, int]:
     """Fetch `source` and write `out_dir/interactions.parquet`.
 
     With `with_metadata`, also the category's item titles as `out_dir/item_titles.parquet`.
+    Downloads are cached in `cache_dir` (None: `default_cache_dir()`).
     """
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     out_dir = Path(out_dir)
     metadata = titles.metadata_file(source, amazon_base_url) if with_metadata else None
     counts = download_interactions(
         source, out_dir / schema.INTERACTIONS_FILE, amazon_base_url, cache_dir
     )
     if metadata:
-        local_file = fetch_source_file(metadata, Path(cache_dir))
+        local_file = fetch_source_file(metadata, cache_dir)
         out_path = out_dir / schema.ITEM_TITLES_FILE
         counts["num_item_titles"] = titles.convert_item_titles(local_file, out_path)
     return counts
@@ -69,14 +71,25 @@ class TrainJob:
     tracking_uri: str | None
     experiment: str
     run_name: str | None
-    checkpoint_dir: Path
+    checkpoint_dir: str | Path  # a local path, or a gs:// or s3:// URI
     registered_model_name: str | None
 
 
 def default_checkpoint_dir(model_dir: str | Path) -> Path:
-    """`<model_dir>.checkpoint`: beside the output, so a retried task finds it again."""
+    """`<model_dir>.checkpoint`: beside the output, so a rerun on the same disk finds it."""
     model_dir = Path(model_dir)
     return model_dir.with_name(model_dir.name + ".checkpoint")
+
+
+def pipeline_checkpoint_dir(checkpoint_root: str, pipeline_run_id: str) -> str | None:
+    """The train task's checkpoint folder under `checkpoint_root`, one per pipeline run.
+
+    Keyed by the pipeline run, so a retried pod of the same run finds the checkpoint and a
+    new run starts afresh. None (the default folder beside the model) when the root is empty.
+    """
+    if not checkpoint_root:
+        return None
+    return str(storage.join(checkpoint_root, pipeline_run_id, "train"))
 
 
 def train_step(
@@ -89,12 +102,14 @@ def train_step(
     checkpoint_dir: str | Path | None = None,
     num_processes: int = 1,
     registered_model_name: str | None = None,
+    gpus: int = 0,
 ) -> dict[str, Any]:
     """Train in an MLflow run: hyperparameters, data stats, per-epoch metrics, the model.
 
     The run id is stored in the model's training.json so that evaluation logs to the same run.
     A checkpoint is kept in `checkpoint_dir` (default `<model_dir>.checkpoint`) after every
     epoch; rerunning the step after a kill continues from it, in the same MLflow run.
+    Per-epoch metrics reach MLflow through a buffer that outlasts a server outage.
 
     Args:
         sequences_dir: Output of the sequences step.
@@ -103,29 +118,38 @@ def train_step(
         tracking_uri: MLflow tracking URI; None for $MLFLOW_TRACKING_URI or the default.
         experiment: MLflow experiment of a new run.
         run_name: MLflow name of a new run.
-        checkpoint_dir: Where the per-epoch checkpoint and the run id are kept.
+        checkpoint_dir: Where the per-epoch checkpoint and the run id are kept: a local
+            path, or a gs:// or s3:// URI (then nothing of it is on local disk).
         num_processes: Data-parallel processes (one per GPU); more than 1 relaunches this
             step under torchrun.
         registered_model_name: Also register the MLflow model under this name.
+        gpus: GPUs given to this job; at least 1 means CUDA must work (unless hparams ask
+            for device cpu), else the step fails at once instead of training on the CPU.
+
+    Raises:
+        SASRecError: in a Kubernetes pod without a tracking URI, or with `gpus` and no
+            usable CUDA.
     """
     from sasrec import distributed
+    from sasrec.device import require_cuda, resolve_device
 
+    tracking.require_lasting_store(tracking_uri)
+    if gpus >= 1 and hparams.device != "cpu":
+        require_cuda(gpus)
     job = TrainJob(
         Path(sequences_dir), Path(model_dir), hparams, tracking_uri, experiment, run_name,
-        Path(checkpoint_dir or default_checkpoint_dir(model_dir)), registered_model_name,
+        checkpoint_dir or default_checkpoint_dir(model_dir), registered_model_name,
     )  # fmt: skip
     if num_processes > 1 and not distributed.launched_by_torchrun():
         args = ["sasrec.cli", "train", *train_cli_args(job)]
         distributed.relaunch_with_torchrun(num_processes, args)
         return read_json(job.model_dir / "training.json")
-    from sasrec.device import resolve_device
-
     with distributed.process_group(resolve_device(hparams.device)):
         if distributed.is_main_process():
             return _train_tracked(job)
         from sasrec.train import train_sasrec
 
-        checkpoint_path = job.checkpoint_dir / CHECKPOINT_FILE
+        checkpoint_path = storage.join(job.checkpoint_dir, CHECKPOINT_FILE)
         return train_sasrec(
             job.sequences_dir, job.model_dir, hparams, checkpoint_path=checkpoint_path
         )[1]
@@ -136,18 +160,14 @@ def _train_tracked(job: TrainJob) -> dict[str, Any]:
     from sasrec.train import train_sasrec
 
     stats = read_json(job.sequences_dir / schema.STATS_FILE)
-    checkpoint_path = job.checkpoint_dir / CHECKPOINT_FILE
-    run_file = job.checkpoint_dir / CHECKPOINT_RUN_FILE
-    resumed_run = None
-    if checkpoint_path.exists() and run_file.exists():
-        resumed_run = read_json(run_file)["run_id"]
-        if not tracking.run_exists(job.tracking_uri, resumed_run):
-            resumed_run = None
+    checkpoint_path = storage.join(job.checkpoint_dir, CHECKPOINT_FILE)
+    run_file = storage.join(job.checkpoint_dir, CHECKPOINT_RUN_FILE)
+    resumed_run = _resumable_run(job.tracking_uri, checkpoint_path, run_file)
     with tracking.mlflow_run(job.tracking_uri, job.experiment, job.run_name, resumed_run) as run_id:
         if resumed_run:
             log.info("continuing MLflow run %s from %s", run_id, job.checkpoint_dir)
         else:
-            write_json({"run_id": run_id}, run_file)
+            storage.write_bytes(json.dumps({"run_id": run_id}).encode(), run_file)
             tracking.log_params(
                 dataclasses.asdict(job.hparams)
                 | {f"data_{k}": v for k, v in stats.items()}
@@ -155,18 +175,41 @@ def _train_tracked(job: TrainJob) -> dict[str, Any]:
             )
         lineage = {
             "mlflow_run_id": run_id,
-            "mlflow_tracking_uri": tracking.resolve_tracking_uri(job.tracking_uri),
+            # Without any user:password@ part: training.json is an artifact anyone may read.
+            "mlflow_tracking_uri": redact(tracking.resolve_tracking_uri(job.tracking_uri)),
         }
-        model, summary = train_sasrec(
-            job.sequences_dir, job.model_dir, job.hparams, lineage, tracking.log_metrics,
-            checkpoint_path,
-        )  # fmt: skip
+        epoch_metrics = tracking.BufferedMetricsLogger(
+            job.tracking_uri, run_id, tracking.outage_seconds()
+        )
+        try:
+            model, summary = train_sasrec(
+                job.sequences_dir, job.model_dir, job.hparams, lineage, epoch_metrics,
+                checkpoint_path,
+            )  # fmt: skip
+        finally:
+            epoch_metrics.close()
         tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
-        tracking.set_tags({"data_fingerprint": summary["data_fingerprint"]})
+        tracking.set_tags({
+            "data_fingerprint": summary["data_fingerprint"],
+            tracking.GIT_COMMIT_TAG: tracking.code_version()["git_commit"],
+        })  # fmt: skip
         tracking.log_artifacts(job.model_dir, "model_dir")
         tracking.log_pytorch_model(model, job.registered_model_name)
-    shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
+    storage.remove(job.checkpoint_dir)
     return summary | lineage
+
+
+def _resumable_run(
+    tracking_uri: str | None, checkpoint_path: str | Path, run_file: str | Path
+) -> str | None:
+    """The MLflow run a checkpoint belongs to, when both the checkpoint and the run exist."""
+    if not storage.exists(checkpoint_path):
+        return None
+    run_record = storage.read_bytes(run_file)
+    if run_record is None:
+        return None
+    run_id = json.loads(run_record)["run_id"]
+    return run_id if tracking.run_exists(tracking_uri, run_id) else None
 
 
 def train_cli_args(job: TrainJob) -> list[str]:
@@ -211,7 +254,7 @@ def evaluate_step(
             "MLflow run %s of this model is not in the store %s: test metrics not logged to "
             "MLflow; give every step the same tracking URI (a shared MLflow server)",
             run_id,
-            uri,
+            redact(tracking.resolve_tracking_uri(uri)),
         )
     return metrics
 

@@ -5,13 +5,29 @@ MLflow is imported inside functions so that the library imports without it.
 
 import contextlib
 import copy
+import logging
 import os
+import queue
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import tenacity
+
+from sasrec.errors import SASRecError
+from sasrec.storage import redact
+
+log = logging.getLogger(__name__)
+
 DEFAULT_EXPERIMENT = "sasrec"
+# How long training waits for an MLflow server that went away (restart, proxy errors)
+# before it gives up on the run's metrics; override with $SASREC_MLFLOW_OUTAGE_SECONDS.
+OUTAGE_SECONDS_ENV = "SASREC_MLFLOW_OUTAGE_SECONDS"
+DEFAULT_OUTAGE_SECONDS = 900.0
+GIT_COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own tag for the code revision
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
@@ -24,6 +40,28 @@ def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
     if uri:
         return uri
     return f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+def in_kubernetes_pod() -> bool:
+    """Whether this process runs in a Kubernetes pod (the kubelet sets this in every pod)."""
+    return "KUBERNETES_SERVICE_HOST" in os.environ
+
+
+def require_lasting_store(tracking_uri: str | None) -> None:
+    """Refuse, in a pod, to track into MLflow's default store: a file that dies with the pod.
+
+    A tracking URI given on purpose, even a file store, is taken as asked.
+
+    Raises:
+        SASRecError: in a Kubernetes pod with no tracking URI.
+    """
+    if in_kubernetes_pod() and not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        raise SASRecError(
+            "no MLflow tracking URI, and this is a Kubernetes pod: the default sqlite store "
+            "would die with the pod. Set the pipeline parameter mlflow_tracking_uri (or "
+            "MLFLOW_TRACKING_URI) to an MLflow server the pods reach, e.g. "
+            "http://mlflow.mlflow.svc:5000"
+        )
 
 
 def mlflow_key(name: str) -> str:
@@ -48,22 +86,49 @@ def mlflow_run(
     """
     import mlflow
 
-    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    uri = resolve_tracking_uri(tracking_uri)
+    # MLflow prints the run's link with the tracking URI as given, a password included;
+    # the link is logged here instead, without it.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    mlflow.set_tracking_uri(uri)
     if run_id is None:
         mlflow.set_experiment(experiment)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name) as run:
+        if uri.startswith(("http://", "https://")):
+            experiment_id = run.info.experiment_id
+            log.info(
+                "MLflow run: %s/#/experiments/%s/runs/%s",
+                redact(uri).rstrip("/"), experiment_id, run.info.run_id,
+            )  # fmt: skip
         yield run.info.run_id
 
 
 def run_exists(tracking_uri: str | None, run_id: str) -> bool:
-    """Whether the store at `tracking_uri` holds the run `run_id`."""
+    """Whether the store at `tracking_uri` holds the run `run_id`.
+
+    Raises:
+        SASRecError: when the store cannot answer (unreachable, refused credentials, other
+            server errors): that is not "no such run".
+    """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    uri = resolve_tracking_uri(tracking_uri)
     try:
-        MlflowClient(resolve_tracking_uri(tracking_uri)).get_run(run_id)
-    except MlflowException:
-        return False
+        MlflowClient(uri).get_run(run_id)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        status = getattr(err, "get_http_status_code", lambda: None)()
+        hint = (
+            "check the credentials (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or "
+            "MLFLOW_TRACKING_TOKEN)"
+            if status in (401, 403) or err.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED")
+            else "check that the server is up and reachable"
+        )
+        raise SASRecError(
+            f"cannot look up MLflow run {run_id} at {redact(uri)} ({err.error_code}): {hint}"
+        ) from err
     return True
 
 
@@ -72,6 +137,71 @@ def log_params(params: dict[str, Any]) -> None:
     import mlflow
 
     mlflow.log_params(params)
+
+
+def outage_seconds() -> float:
+    """How long to keep retrying an MLflow server that does not answer."""
+    return float(os.environ.get(OUTAGE_SECONDS_ENV, DEFAULT_OUTAGE_SECONDS))
+
+
+class BufferedMetricsLogger:
+    """Per-epoch metrics sent to MLflow by a background thread that outlasts server outages.
+
+    Training hands each epoch's metrics over and goes on at once. The thread sends them in
+    order, one `log_batch` each, retrying with backoff while the server is away (restarted,
+    behind a proxy answering 502) for up to `outage_seconds`. `close` waits until all are
+    sent, so a run ends with every epoch's metrics; each keeps the time it was measured.
+    """
+
+    def __init__(self, tracking_uri: str | None, run_id: str, max_outage_s: float) -> None:
+        from mlflow import MlflowClient
+
+        self._client = MlflowClient(resolve_tracking_uri(tracking_uri))
+        self._run_id = run_id
+        self._max_outage_s = max_outage_s
+        self._batches: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._send_all, name="mlflow-metrics", daemon=True)
+        self._thread.start()
+
+    def __call__(self, metrics: dict[str, float], step: int) -> None:
+        """Queue one epoch's metrics (a `train.MetricsCallback`)."""
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        batch = [Metric(mlflow_key(k), float(v), timestamp, step) for k, v in metrics.items()]
+        self._batches.put(batch)
+
+    def _send_all(self) -> None:
+        retrying = tenacity.Retrying(
+            wait=tenacity.wait_exponential(multiplier=0.5, max=15),
+            stop=tenacity.stop_after_delay(self._max_outage_s),
+            before_sleep=lambda state: log.warning(
+                "MLflow did not take the metrics (%s); training goes on, retrying",
+                state.outcome.exception(),
+            ),
+            reraise=True,
+        )
+        while (batch := self._batches.get()) is not None:
+            if self._error is None:
+                try:
+                    retrying(self._client.log_batch, self._run_id, metrics=batch)
+                except Exception as err:  # any failure: close() reports it
+                    self._error = err
+
+    def close(self) -> None:
+        """Wait until every queued batch is sent.
+
+        Raises:
+            SASRecError: when the server stayed away longer than the outage allowance.
+        """
+        self._batches.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise SASRecError(
+                f"MLflow did not answer for {self._max_outage_s:.0f} s ({self._error}); the "
+                f"model was still written, set ${OUTAGE_SECONDS_ENV} to wait longer"
+            ) from self._error
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:

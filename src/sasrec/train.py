@@ -18,14 +18,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from sasrec import distributed
+from sasrec import distributed, storage
 from sasrec.checkpoint import load_checkpoint, save_checkpoint, save_model_dir
 from sasrec.config import HParams
 from sasrec.data import schema
 from sasrec.device import resolve_device
 from sasrec.errors import SASRecError
 from sasrec.evaluate import item_popularity, rank_held_out
-from sasrec.io import read_json
+from sasrec.io import read_json, require_complete
 from sasrec.losses import NextItemObjective, gbce_beta, sample_negatives
 from sasrec.model import PAD, SASRec, SASRecConfig
 from sasrec.tensors import length_bucketed_batches, pad_left
@@ -242,7 +242,9 @@ def checkpoint_identity(hparams: HParams, fingerprint: str) -> dict[str, Any]:
     return {"hparams": fixed, "data_fingerprint": fingerprint}
 
 
-def resume_if_possible(state: TrainingState, path: Path | None, identity: dict[str, Any]) -> None:
+def resume_if_possible(
+    state: TrainingState, path: str | Path | None, identity: dict[str, Any]
+) -> None:
     """Restore `state` from the checkpoint at `path` when it exists and matches `identity`."""
     checkpoint = load_checkpoint(path, next(state.model.parameters()).device) if path else None
     if checkpoint is None:
@@ -260,12 +262,12 @@ def fit(
     valid: pl.DataFrame,
     hparams: HParams,
     log_metrics: MetricsCallback = _no_logging,
-    checkpoint_path: Path | None = None,
+    checkpoint_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train with Adam, validating every `eval_every` epochs; ends with the best weights.
 
-    With `checkpoint_path`, the state after every epoch is saved there atomically, and a
-    matching checkpoint found there at the start is resumed.
+    With `checkpoint_path` (a path, gs:// or s3:// URI), the state after every epoch is
+    saved there atomically, and a matching checkpoint found there at the start is resumed.
 
     Returns:
         Summary: best epoch, best validation metrics, epochs run, seconds, data fingerprint.
@@ -406,8 +408,7 @@ def train_sasrec(
     Returns:
         The trained model (best weights) and the training summary, also in training.json.
     """
-    sequences_dir = Path(sequences_dir)
-    checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+    sequences_dir = require_complete(sequences_dir, "`sasrec sequences`")
     stats = read_json(sequences_dir / schema.STATS_FILE)
     device = distributed.local_device(resolve_device(hparams.device))
     train = pl.read_parquet(sequences_dir / schema.TRAIN_FILE)
@@ -431,5 +432,5 @@ def train_sasrec(
         }
         save_model_dir(model, sequences_dir / schema.ITEM_VOCAB_FILE, training_info, model_dir)
         if checkpoint_path:
-            checkpoint_path.unlink(missing_ok=True)
+            storage.remove(checkpoint_path)
     return model, summary

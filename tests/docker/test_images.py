@@ -17,7 +17,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from components.images import STEPS, image_uri
+from components.images import STEPS, default_tag, image_uri
 from conftest import shared_file
 
 pytestmark = pytest.mark.docker
@@ -104,8 +104,11 @@ def test_images_run_as_non_root_with_labels_and_no_secrets(step: str) -> None:
     assert config["Labels"]["org.opencontainers.image.title"] == f"sasrec-{step}"
     assert config["Labels"]["org.opencontainers.image.version"]
     assert not [v for v in config["Env"] if any(s in v for s in ("TOKEN", "PASSWORD", "KEY="))]
+    assert config["User"] == "10001:0"  # non-root, in group 0 as OpenShift expects
     uid = subprocess.check_output(["docker", "run", "--rm", image, "id", "-u"], text=True)
     assert int(uid) != 0
+    # Rebuilt code gets a new tag: the source digest is part of it.
+    assert image.endswith(f":{default_tag()}") and len(default_tag().rsplit("-", 1)[1]) == 12
     host_certs = [p.name for p in Path("/usr/local/share/ca-certificates").glob("*.crt")]
     if host_certs:  # the proxy's certificates of the build machine stay out of the image
         names = [arg for name in host_certs for arg in ("-o", "-name", name)][1:]
@@ -136,6 +139,65 @@ def test_compose_then_docker_runner_log_complete_runs_to_the_mlflow_server(
     first, docker_run = _runs(tracking_uri)
     assert first.info.run_id == compose_run.info.run_id
     _assert_complete_run(tracking_uri, docker_run)
+    # The locked-down containers (uid 54321:0, read-only root) logged the baked revision.
+    assert docker_run.data.tags["mlflow.source.git.commit"] == _revision()
     metrics = json.loads((out / "metrics.json").read_text())
     assert docker_run.data.metrics["test_ndcg_at_10"] == pytest.approx(metrics["ndcg@10"])
     assert (out / "evaluation" / "report.html").stat().st_size > 10_000
+
+
+def _locked(requirements: Path) -> dict[str, str]:
+    lines = [line for line in requirements.read_text().splitlines() if "==" in line]
+    return dict(line.lower().split("==", 1) for line in lines)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_images_hold_exactly_the_locked_packages_and_their_revision(step: str) -> None:
+    image = image_uri(step)
+    lock = _locked(REPO / "docker" / "requirements" / f"{_extras(step)}.txt")
+    frozen = subprocess.check_output(
+        ["docker", "run", "--rm", image, "pip", "freeze", "--all", "--exclude", "sasrec"],
+        text=True,
+    )
+    installed = {
+        name.replace("_", "-"): version.split("+")[0]  # torch 2.13.0+cpu is the lock's 2.13.0
+        for name, version in (line.lower().split("==", 1) for line in frozen.split())
+    }
+    assert {name: installed.get(name) for name in lock} == lock
+    env = subprocess.check_output(
+        ["docker", "run", "--rm", image, "printenv", "SASREC_GIT_COMMIT"], text=True
+    )
+    assert env.strip() == _revision()
+
+
+def _revision() -> str:
+    """What `make images` bakes into the images as SASREC_GIT_COMMIT."""
+    return subprocess.run(
+        ["git", "describe", "--always", "--dirty", "--abbrev=40"], cwd=REPO,
+        capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def _extras(step: str) -> str:
+    return "train" if step in ("train", "evaluate") else "base"
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_images_work_as_an_arbitrary_uid_with_a_read_only_root_and_no_home(step: str) -> None:
+    # What each step imports and writes first: matplotlib's cache, the download cache, a
+    # temporary directory; torch and mlflow where the image has them.
+    script = (
+        "import matplotlib.pyplot, tempfile, pathlib, sasrec.cli;"
+        "from sasrec.data.download import default_cache_dir;"
+        "d = default_cache_dir(); d.mkdir(parents=True); (d / 'x').write_text('x');"
+        "tempfile.mkdtemp(); print(d)"
+    )
+    if step in ("train", "evaluate"):
+        script += ";import torch, mlflow"
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--user", "54321:0", "--read-only", "--tmpfs", "/tmp",
+         "-e", "HOME=/", image_uri(step), "python3", "-c", script],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "/tmp/sasrec-cache"

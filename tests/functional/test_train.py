@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import boto3
 import mlflow
 import polars as pl
 import pytest
@@ -39,14 +40,6 @@ HPARAMS = {"max_epochs": 6, "eval_every": 2, "hidden_size": 16, "batch_size": 16
 
 class Interrupted(Exception):
     pass
-
-
-@pytest.fixture
-def sequences_dir(tmp_path: Path) -> Path:
-    source = write_reviews_jsonl_gz(tmp_path / "cyclic.jsonl.gz", cyclic_reviews())
-    download_step(str(source), tmp_path / "raw", cache_dir=tmp_path / "cache")
-    sequences_step(tmp_path / "raw" / "interactions.parquet", tmp_path / "seq", kcore=0)
-    return tmp_path / "seq"
 
 
 def weights(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -199,6 +192,16 @@ def sasrec_train(sequences_dir: Path, out: Path, hparams: dict, *extra: str) -> 
     ]  # fmt: skip
 
 
+def assert_resumed_in_one_run_like_the_straight_one(tmp_path: Path, epochs: int) -> None:
+    """tmp_path/model, killed and resumed, equals tmp_path/straight, in one MLflow run."""
+    assert_same_weights(tmp_path / "straight", tmp_path / "model")
+    runs = mlflow.search_runs(experiment_names=["sasrec"], output_format="list")
+    assert len(runs) == 2  # the straight run and one run for the killed-and-resumed job
+    resumed_run = json.loads((tmp_path / "model" / "training.json").read_text())["mlflow_run_id"]
+    history = mlflow.MlflowClient().get_metric_history(resumed_run, "train_loss")
+    assert sorted({m.step for m in history}) == list(range(1, epochs + 1))
+
+
 def test_killed_training_run_resumes_in_the_same_mlflow_run(sequences_dir, tmp_path, mlflow_uri):
     hparams = HPARAMS | {"max_epochs": 25, "eval_every": 5, "patience": 99}
     straight = subprocess.run(
@@ -221,12 +224,7 @@ def test_killed_training_run_resumes_in_the_same_mlflow_run(sequences_dir, tmp_p
     )
     assert rerun.returncode == 0, rerun.stderr
     assert f"resumed from {checkpoint} after epoch {killed_at}" in rerun.stderr
-    assert_same_weights(tmp_path / "straight", tmp_path / "model")
-    runs = mlflow.search_runs(experiment_names=["sasrec"], output_format="list")
-    assert len(runs) == 2  # the straight run and one run for the killed-and-resumed job
-    resumed_run = json.loads((tmp_path / "model" / "training.json").read_text())["mlflow_run_id"]
-    history = mlflow.MlflowClient().get_metric_history(resumed_run, "train_loss")
-    assert sorted({m.step for m in history}) == list(range(1, 26))
+    assert_resumed_in_one_run_like_the_straight_one(tmp_path, epochs=25)
 
 
 def test_two_gloo_processes_match_one_process(sequences_dir, tmp_path, mlflow_uri):
@@ -282,3 +280,80 @@ def test_mlflow_pytorch_model_loads_and_scores_like_the_artifact(
     scores = pyfunc.predict(histories.numpy())
     assert scores.shape == (3, artifact.config.num_items + 1)
     assert scores[:, 1:].argmax(1).tolist() == artifact(histories)[:, 1:].argmax(1).tolist()
+
+
+def s3_keys(bucket: str, prefix: str = "") -> list[str]:
+    listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return sorted(entry["Key"] for entry in listed.get("Contents", []))
+
+
+def test_checkpoint_on_s3_survives_a_killed_pod_and_resumes_the_same_mlflow_run(
+    sequences_dir, tmp_path, mlflow_uri, s3_server
+):
+    # A preempted pod loses its disk: the checkpoint and the run id live in the bucket only.
+    boto3.client("s3").create_bucket(Bucket="checkpoints")
+    hparams = HPARAMS | {"max_epochs": 25, "eval_every": 5, "patience": 99}
+    checkpoint_dir = "s3://checkpoints/pipeline-run-7/train"
+    straight = subprocess.run(
+        sasrec_train(sequences_dir, tmp_path / "straight", hparams), capture_output=True
+    )
+    assert straight.returncode == 0, straight.stderr
+    pod = tmp_path / "pod"  # the working directory of the killed "pod"
+    pod.mkdir()
+    command = sasrec_train(
+        sequences_dir, tmp_path / "model", hparams, "--checkpoint-dir", checkpoint_dir
+    )
+    worker = subprocess.Popen(command, cwd=pod, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and worker.poll() is None:
+        if "pipeline-run-7/train/checkpoint.pt" in s3_keys("checkpoints"):
+            break
+        time.sleep(0.1)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    assert s3_keys("checkpoints") == [
+        "pipeline-run-7/train/checkpoint.pt",
+        "pipeline-run-7/train/mlflow_run.json",
+    ]
+    # Nothing of it on local disk: no OUT.checkpoint folder, no folder named "s3:".
+    assert not (tmp_path / "model.checkpoint").exists() and not (tmp_path / "model").exists()
+    assert list(pod.iterdir()) == []
+
+    rerun = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resumed from {checkpoint_dir}/checkpoint.pt after epoch" in rerun.stderr
+    assert_resumed_in_one_run_like_the_straight_one(tmp_path, epochs=25)
+    assert s3_keys("checkpoints") == []  # done: the checkpoint is removed
+
+
+def test_gpus_without_usable_cuda_fail_at_once_unless_cpu_is_asked_for(sequences_dir, tmp_path):
+    failed = subprocess.run(
+        sasrec_train(sequences_dir, tmp_path / "m", HPARAMS, "--gpus", "1"),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert failed.returncode == 2
+    error = failed.stderr.strip().splitlines()[-1]
+    assert error.startswith("sasrec train: error: 1 GPU(s) were requested (gpu_count) but CUDA")
+    assert "gpu_count=0" in error
+    assert not (tmp_path / "m").exists() and not (tmp_path / "m.checkpoint").exists()
+    on_cpu = subprocess.run(
+        sasrec_train(sequences_dir, tmp_path / "m", HPARAMS | {"device": "cpu"}, "--gpus", "1"),
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert on_cpu.returncode == 0, on_cpu.stderr
+    assert json.loads((tmp_path / "m" / "training.json").read_text())["device"] == "cpu"
+
+
+def test_in_a_pod_without_a_tracking_uri_training_refuses_to_start(
+    sequences_dir, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    env = os.environ | {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
+    result = subprocess.run(
+        sasrec_train(sequences_dir, tmp_path / "m", HPARAMS),
+        capture_output=True, text=True, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "no MLflow tracking URI, and this is a Kubernetes pod" in result.stderr
+    assert "mlflow_tracking_uri" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "m").exists()

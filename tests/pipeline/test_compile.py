@@ -1,8 +1,10 @@
 """The compiled pipeline spec: tasks, edges, artifact types, images, GPU request."""
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -109,8 +111,6 @@ def test_training_requests_gpus_from_a_pipeline_parameter(spec):
     # The same parameter sets the number of data-parallel training processes.
     train_inputs = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
     assert train_inputs["num_processes"]["componentInputParameter"] == "gpu_count"
-    for step in ("download", "sequences", "evaluate"):
-        assert "resources" not in spec["deploymentSpec"]["executors"][f"exec-{step}"]["container"]
 
 
 def test_train_placement_from_pipeline_parameters(documents):
@@ -146,3 +146,125 @@ def test_image_registry_and_tag_from_the_environment(tmp_path):
     subprocess.run([sys.executable, "-m", "pipelines.compile", str(out)], env=env, check=True)
     executors = next(yaml.safe_load_all(out.read_text()))["deploymentSpec"]["executors"]
     assert executors["exec-train"]["container"]["image"] == "registry.example/team/sasrec-train:v9"
+
+
+RESOURCE_PARAMETERS = {"download": "download", "sequences": "sequences", "train": "train",
+                       "evaluate": "evaluate"}  # fmt: skip
+
+
+def test_every_task_requests_and_limits_cpu_and_memory_from_parameters(spec, documents):
+    executors = spec["deploymentSpec"]["executors"]
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    for step, prefix in RESOURCE_PARAMETERS.items():
+        resources = executors[f"exec-{step}"]["container"]["resources"]
+        for kind, key in (("cpu", "Cpu"), ("memory", "Memory")):
+            placeholder = f"{{{{$.inputs.parameters['pipelinechannel--{prefix}_{kind}']}}}}"
+            assert resources[f"resource{key}Request"] == placeholder, step
+            assert resources[f"resource{key}Limit"] == placeholder, step
+            assert parameters[f"{prefix}_{kind}"]["defaultValue"]
+    assert parameters["train_memory"]["defaultValue"] == "16Gi"
+    recommend = executors["exec-recommend"]["container"]["resources"]
+    assert recommend["resourceMemoryLimit"] == recommend["resourceMemoryRequest"] == "8Gi"
+    platform = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for step in [
+        *RESOURCE_PARAMETERS,
+        "recommend",
+    ]:  # a /tmp of its own: the images run with a read-only root
+        (scratch,) = [
+            m for m in platform[f"exec-{step}"]["emptyDirMounts"] if m["mountPath"] == "/tmp"
+        ]
+        assert scratch["sizeLimit"].endswith("Gi")
+    shm = [m for m in platform["exec-train"]["emptyDirMounts"] if m["mountPath"] == "/dev/shm"]
+    assert shm == [{"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "16Gi",
+                    "volumeName": "dshm"}]  # fmt: skip
+
+
+def test_train_is_retried_and_finds_its_checkpoint_by_the_pipeline_run(spec):
+    train = spec["root"]["dag"]["tasks"]["train"]
+    assert train["retryPolicy"]["maxRetryCount"] == 3
+    inputs = train["inputs"]["parameters"]
+    assert inputs["checkpoint_root"] == {"componentInputParameter": "checkpoint_root"}
+    assert inputs["pipeline_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert spec["root"]["inputDefinitions"]["parameters"]["checkpoint_root"]["defaultValue"] == ""
+
+
+def test_secrets_are_optional_and_named_by_parameters(documents):
+    platform = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+    def secrets(step):
+        return {
+            entry["secretNameParameter"]["componentInputParameter"]: (
+                entry["optional"],
+                sorted(key["envVar"] for key in entry["keyToEnv"]),
+            )
+            for entry in platform[f"exec-{step}"].get("secretAsEnv", [])
+        }
+
+    mlflow_env = sorted(["MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                         "MLFLOW_TRACKING_TOKEN"])  # fmt: skip
+    storage = secrets("download")["storage_secret"]
+    assert storage[0] is True and {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(storage[1])
+    assert secrets("train") == {"storage_secret": storage, "mlflow_secret": (True, mlflow_env)}
+    assert secrets("evaluate") == secrets("train")
+    assert secrets("sequences") == {} and secrets("recommend") == {}
+
+
+def test_image_pull_secrets_from_the_environment(tmp_path):
+    out = tmp_path / "p.yaml"
+    env = os.environ | {"IMAGE_PULL_SECRETS": "regcred, other"}
+    subprocess.run([sys.executable, "-m", "pipelines.compile", str(out)], env=env, check=True)
+    platform = list(yaml.safe_load_all(out.read_text()))[1]["platforms"]["kubernetes"]
+    for executor in platform["deploymentSpec"]["executors"].values():
+        names = [entry["secretName"] for entry in executor["imagePullSecret"]]
+        assert names == ["regcred", "other"]
+
+
+# What each feature of the compiled YAML needs of the KFP backend (the API server, driver
+# and launcher): the oldest release that runs it, and why.
+BACKEND_FEATURES = {
+    "resources from parameters": ((2, 4), "resourceCpuLimit etc. and accelerator placeholders"),
+    "nodeSelectorJson": ((2, 5), "node selector as a JSON parameter"),
+    "tolerationJson": ((2, 5), "tolerations as a JSON parameter"),
+    "secretNameParameter": ((2, 4), "secret name from a pipeline parameter"),
+    "secretAsEnv.optional": ((2, 15), "optional secrets; older drivers reject the field"),
+    "emptyDirMounts": ((2, 3), "emptyDir volumes (/tmp, /dev/shm)"),
+    "retryPolicy": ((2, 4), "task retries"),
+    "imagePullSecret": ((2, 1), "image pull secrets"),
+}
+KNOWN_PLATFORM_KEYS = {"emptyDirMounts", "nodeSelector", "tolerations", "secretAsEnv",
+                       "imagePullSecret"}  # fmt: skip
+
+
+def backend_features(documents: list[dict]) -> set[str]:
+    """The features of `BACKEND_FEATURES` that a compiled pipeline uses."""
+    spec, platform = documents[0], documents[1]["platforms"]["kubernetes"]
+    text = yaml.safe_dump(spec)
+    used = {"resources from parameters"} if "resourceCpuLimit: '{{$.inputs" in text else set()
+    if "retryPolicy" in text:
+        used.add("retryPolicy")
+    for executor in platform["deploymentSpec"]["executors"].values():
+        unknown = set(executor) - KNOWN_PLATFORM_KEYS
+        assert not unknown, f"new Kubernetes settings {unknown}: add them to BACKEND_FEATURES"
+        used |= {key for key in ("emptyDirMounts", "imagePullSecret") if key in executor}
+        used |= (
+            {"nodeSelectorJson"}
+            if "nodeSelectorJson" in executor.get("nodeSelector", {})
+            else set()
+        )
+        used |= {"tolerationJson" for t in executor.get("tolerations", []) if "tolerationJson" in t}
+        for secret in executor.get("secretAsEnv", []):
+            used |= {"secretNameParameter"} if "secretNameParameter" in secret else set()
+            used |= {"secretAsEnv.optional"} if "optional" in secret else set()
+    return used
+
+
+def test_readme_states_the_kfp_backend_the_compiled_pipeline_needs(documents):
+    needed = max(BACKEND_FEATURES[feature][0] for feature in backend_features(documents))
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    stated = re.search(r"Minimum KFP backend: \*\*(\d+)\.(\d+)\*\*", readme)
+    assert stated, "the README must state 'Minimum KFP backend: **X.Y**'"
+    assert (int(stated[1]), int(stated[2])) >= needed, (
+        f"the compiled pipeline needs KFP backend {needed}; update the README"
+    )
+    for feature in backend_features(documents):
+        assert BACKEND_FEATURES[feature][1] in readme, f"the README must list: {feature}"

@@ -113,6 +113,8 @@ def test_submit_sends_the_compiled_spec_and_arguments(
     host, received = kfp_api
     argv = ["--host", host, "--package", str(package), "--experiment", "games"]
     argv += ["--run-name", "nightly", "--param", "kcore=10", "--param", "gpu_type=nvidia.com/mig"]
+    argv += ["--param", "checkpoint_root=s3://mlpipeline/ckpt", "--param", "train_memory=32Gi"]
+    argv += ["--param", "mlflow_secret=team-mlflow"]
     assert main(argv) == 0
     assert "submitted run run-1" in capsys.readouterr().out
     experiment = next(body for method, path, body in received if path.endswith("/experiments"))
@@ -120,7 +122,13 @@ def test_submit_sends_the_compiled_spec_and_arguments(
     run = next(body for method, path, body in received if path.startswith("/apis/v2beta1/runs"))
     assert run["display_name"] == "nightly"
     assert run["experiment_id"] == "exp-1"
-    assert run["runtime_config"]["parameters"] == {"kcore": 10, "gpu_type": "nvidia.com/mig"}
+    assert run["runtime_config"]["parameters"] == {
+        "kcore": 10,
+        "gpu_type": "nvidia.com/mig",
+        "checkpoint_root": "s3://mlpipeline/ckpt",
+        "train_memory": "32Gi",
+        "mlflow_secret": "team-mlflow",
+    }
     compiled, platform = yaml.safe_load_all(package.read_text())
     assert run["pipeline_spec"]["pipeline_spec"]["root"] == compiled["root"]
     assert run["pipeline_spec"]["platform_spec"] == platform

@@ -12,6 +12,7 @@ from sasrec.data.sources import (
     resolve_source_files,
 )
 from sasrec.errors import SASRecError
+from sasrec.storage import redact
 
 
 def test_amazon_category_resolves_to_the_official_raw_reviews_file(monkeypatch):
@@ -82,3 +83,17 @@ def test_format_from_name(name, expected):
 def test_unknown_format_is_an_error():
     with pytest.raises(SASRecError, match=r"cannot tell the format of 'data\.parquet'"):
         detect_format("data.parquet")
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("http://alice:s3cret@host:5000/path?q=1", "http://host:5000/path?q=1"),
+        ("https://token@mirror.example/x.jsonl.gz", "https://mirror.example/x.jsonl.gz"),
+        ("http://host:5000", "http://host:5000"),
+        ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
+        ("/local/path@2", "/local/path@2"),
+    ],
+)
+def test_redact_drops_credentials_and_keeps_the_rest(uri, expected):
+    assert redact(uri) == expected

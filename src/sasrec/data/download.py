@@ -17,21 +17,34 @@ from sasrec.data.readers import convert_to_interactions
 from sasrec.data.sources import SourceFile, detect_format, is_remote, resolve_source_files
 from sasrec.errors import SASRecError
 from sasrec.io import atomic_path
+from sasrec.storage import is_object_store, redact
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "sasrec"
+CACHE_DIR_ENV = "SASREC_CACHE_DIR"
 _CHUNK_BYTES = 1 << 20
 _HTTP_CHUNK_BYTES = 1 << 16
 DOWNLOAD_ATTEMPTS = 5
 RETRY_BACKOFF_SECONDS = 1.0  # then 2, 4, 8 ... seconds between attempts
 
 
+def default_cache_dir() -> Path:
+    """$SASREC_CACHE_DIR, else $XDG_CACHE_HOME/sasrec, else ~/.cache/sasrec.
+
+    Read when called, not at import: a pod may have no writable (or no) home directory, and
+    the pipeline points the variable at the task's own scratch volume.
+    """
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    xdg_cache = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg_cache) / "sasrec" if xdg_cache else Path.home() / ".cache" / "sasrec"
+
+
 def download_interactions(
     source: str,
     out_path: str | Path,
     amazon_base_url: str | None = None,
-    cache_dir: str | Path = DEFAULT_CACHE_DIR,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, int]:
     """Fetch `source` and write it to `out_path` as Parquet (`schema.INTERACTIONS_SCHEMA`).
 
@@ -42,13 +55,15 @@ def download_interactions(
         source: See `sources.resolve_source_files`.
         out_path: The Parquet file to write (atomically).
         amazon_base_url: Mirror of the Amazon Reviews 2023 files.
-        cache_dir: Where downloaded files are kept, so a second run downloads nothing.
+        cache_dir: Where downloaded files are kept, so a second run downloads nothing;
+            None for `default_cache_dir()`.
 
     Returns:
         Counts for the step's stats: `num_interactions`, `num_lines`, `num_malformed_lines`.
     """
     files = resolve_source_files(source, amazon_base_url)
-    local_files = [fetch_source_file(file, Path(cache_dir)) for file in files]
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    local_files = [fetch_source_file(file, cache_dir) for file in files]
     with atomic_path(out_path) as tmp:
         if len(files) == 1:
             counts = _convert(files[0], local_files[0], tmp)
@@ -103,13 +118,13 @@ def fetch_to_cache(url: str, cache_dir: Path) -> Path:
     """
     local_file = cache_path(url.split("#", 1)[0], cache_dir)
     if local_file.is_file():
-        log.info("using cached %s for %s", local_file, url)
+        log.info("using cached %s for %s", local_file, redact(url))
         return local_file
     partial = local_file.with_name(local_file.name + ".part")
     partial.parent.mkdir(parents=True, exist_ok=True)
-    if url.startswith("gs://"):
+    if is_object_store(url):
         with atomic_path(local_file) as tmp:
-            _fetch_gcs(url, tmp)
+            _fetch_object(url, tmp)
         return local_file
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(TransientDownloadError),
@@ -117,7 +132,7 @@ def fetch_to_cache(url: str, cache_dir: Path) -> Path:
         wait=tenacity.wait_exponential(multiplier=RETRY_BACKOFF_SECONDS, max=60),
         before_sleep=lambda state: log.warning(
             "download of %s: %s; retrying (attempt %d of %d)",
-            url,
+            redact(url),
             state.outcome.exception(),
             state.attempt_number + 1,
             DOWNLOAD_ATTEMPTS,
@@ -128,8 +143,8 @@ def fetch_to_cache(url: str, cache_dir: Path) -> Path:
         retrying(_fetch_http_resuming, url.split("#", 1)[0], partial)
     except TransientDownloadError as err:
         raise SASRecError(
-            f"download of {url} failed after {DOWNLOAD_ATTEMPTS} attempts: {err}; the partial "
-            f"file {partial} is kept and the next run continues it"
+            f"download of {redact(url)} failed after {DOWNLOAD_ATTEMPTS} attempts: {err}; the "
+            f"partial file {partial} is kept and the next run continues it"
         ) from err
     checksum = expected_sha256(url)
     if checksum:
@@ -137,7 +152,7 @@ def fetch_to_cache(url: str, cache_dir: Path) -> Path:
         if actual != checksum:
             partial.unlink()
             raise SASRecError(
-                f"download of {url} has sha256 {actual}, expected {checksum}; the file was "
+                f"download of {redact(url)} has sha256 {actual}, expected {checksum}; the file was "
                 "deleted, check the URL or the checksum"
             )
     os.replace(partial, local_file)
@@ -170,12 +185,15 @@ def _fetch_http_resuming(url: str, partial: Path) -> None:
                 raise TransientDownloadError(f"HTTP {response.status_code} {response.reason}")
             if response.status_code >= 400:
                 raise SASRecError(
-                    f"download of {url} failed: HTTP {response.status_code} {response.reason}; "
+                    f"download of {redact(url)} failed: HTTP {response.status_code} "
+                    f"{response.reason}; "
                     "check the URL (or --amazon-base-url / $SASREC_AMAZON_BASE_URL)"
                 )
             resumed = response.status_code == 206
             if offset and not resumed:
-                log.info("%s does not support ranges: downloading it again from the start", url)
+                log.info(
+                    "%s does not support ranges: downloading it again from the start", redact(url)
+                )
                 offset = 0
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length else None
@@ -193,8 +211,9 @@ def _fetch_http_resuming(url: str, partial: Path) -> None:
         raise TransientDownloadError(f"got {size} of {total} bytes")
 
 
-def _fetch_gcs(url: str, dest: Path) -> None:
-    import fsspec  # gcsfs registers gs:// with fsspec
+def _fetch_object(url: str, dest: Path) -> None:
+    """Copy a gs:// or s3:// object (gcsfs, s3fs through fsspec) to `dest`."""
+    import fsspec
 
     try:
         with fsspec.open(url, "rb") as src:
@@ -202,6 +221,11 @@ def _fetch_gcs(url: str, dest: Path) -> None:
             _write_chunks(chunks, dest, url, getattr(src, "size", None))
     except FileNotFoundError as err:
         raise SASRecError(f"download of {url} failed: no such object; check the URL") from err
+    except PermissionError as err:
+        raise SASRecError(
+            f"download of {url} was refused ({err}); check the credentials (the pipeline's "
+            "storage_secret, AWS_* variables, or the pod's service account)"
+        ) from err
 
 
 def _write_chunks(

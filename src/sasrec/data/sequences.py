@@ -9,7 +9,7 @@ import polars as pl
 from sasrec.data import schema
 from sasrec.data.report import render_sequence_report
 from sasrec.errors import SASRecError
-from sasrec.io import atomic_path, write_json
+from sasrec.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +259,7 @@ def build_sequences(
         **sequence_stats(sequences, item_vocab),
         **split_stats(train, valid, test),
     }
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
+    with atomic_dir(out_dir) as tmp:
         train.write_parquet(tmp / schema.TRAIN_FILE)
         valid.write_parquet(tmp / schema.VALID_FILE)
         test.write_parquet(tmp / schema.TEST_FILE)

@@ -65,7 +65,7 @@ def resolve_source_files(source: str, amazon_base_url: str | None = None) -> lis
     """The files of a `--source` value: URLs or local paths, checked before any download.
 
     Args:
-        source: `amazon2023:<Category>[:<subset>[/<split>]]`, an http(s) or gs:// URL, or a
+        source: `amazon2023:<Category>[:<subset>[/<split>]]`, an http(s), gs:// or s3:// URL, or a
             local path. Without a subset the raw reviews; `:5core` (or `:5core/rating_only`)
             the rating-only 5-core file; `:5core/last_out` the three files of that split.
         amazon_base_url: Mirror of the Amazon Reviews 2023 files; see `amazon_2023_base_url`.
@@ -108,7 +108,7 @@ def resolve_source(source: str) -> str:
         return source
     if not Path(source).is_file():
         raise SASRecError(
-            f"--source {source!r} is not an existing file, an http(s)/gs:// URL, or "
+            f"--source {source!r} is not an existing file, an http(s), gs:// or s3:// URL, or "
             f"{AMAZON_2023_PREFIX}<Category>"
         )
     return source
@@ -116,7 +116,7 @@ def resolve_source(source: str) -> str:
 
 def is_remote(location: str) -> bool:
     """Whether `location` is a URL to download rather than a local path."""
-    return location.startswith(("http://", "https://", "gs://"))
+    return location.startswith(("http://", "https://", "gs://", "s3://"))
 
 
 def detect_format(location: str, local_file: Path | None = None) -> str:
