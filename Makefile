@@ -9,7 +9,7 @@ LOCK_DIR := docker/requirements
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint format compile-pipeline clean wheels images push lock \
-	compose-run compose-down run-docker submit test-docker test-docker-run
+	compose-run compose-down run-docker submit test-servers test-docker test-docker-run
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -25,8 +25,11 @@ $(VENV)/.installed: pyproject.toml $(LOCK_DIR)/train.txt
 run: install ## Run the whole pipeline locally (KFP local runner) into outputs/; ARGS="..." adds flags
 	$(BIN)/sasrec run --output-dir outputs $(ARGS)
 
-test: install ## Run the tests (Docker and GPU tests are opt-in markers)
-	$(BIN)/pytest -m "not docker and not gpu" $(PYTEST_ARGS)
+test: install ## Run the tests (Docker, MLflow-server and GPU tests are opt-in markers)
+	$(BIN)/pytest -m "not docker and not gpu and not server" $(PYTEST_ARGS)
+
+test-servers: install ## Run the tests against real `mlflow server`s (restarts, basic auth)
+	$(BIN)/pytest -m server $(PYTEST_ARGS)
 
 lint: install ## Check formatting and lint with ruff, the Dockerfile with hadolint
 	$(BIN)/ruff format --check .

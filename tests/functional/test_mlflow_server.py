@@ -14,7 +14,7 @@ from conftest import MlflowServer, free_port
 from sasrec import tracking
 from sasrec.errors import SASRecError
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 # MLflow's own HTTP retries would bridge a short outage by themselves; with none, a failed
 # request reaches the caller at once, as after a long outage, so this test stays short.

@@ -16,11 +16,10 @@ from conftest import MlflowServer
 from sasrec import tracking
 from sasrec.errors import SASRecError
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 ADMIN_PASSWORD = "admin-pw-SECRET-1"
 TOKEN = "token-SECRET-2"
-SOURCE_PASSWORD = "source-pw-SECRET-4"
 
 
 @pytest.fixture(scope="module")
@@ -39,22 +38,6 @@ def test_refused_credentials_are_not_taken_for_a_missing_run(auth_server, monkey
     with pytest.raises(SASRecError, match="check the credentials") as raised:
         tracking.run_exists(auth_server.uri, "0" * 32)
     assert "wrong" not in str(raised.value)
-
-
-def test_credentials_in_a_source_url_stay_out_of_logs_and_errors(http_server, reviews_gz, tmp_path):
-    base_url, root, _ = http_server
-    shutil.copy(reviews_gz, root / "reviews.jsonl.gz")
-    with_login = base_url.replace("http://", f"http://bob:{SOURCE_PASSWORD}@")
-    for name, expected_code in (("reviews.jsonl.gz", 0), ("missing.jsonl.gz", 2)):
-        result = subprocess.run(
-            [sys.executable, "-m", "sasrec.cli", "-v", "download", "--source",
-             f"{with_login}/{name}", "--out", str(tmp_path / name), "--cache-dir",
-             str(tmp_path / "cache")],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert result.returncode == expected_code, result.stderr[-2000:]
-        assert SOURCE_PASSWORD not in result.stdout + result.stderr
-    assert f"download of {base_url}/missing.jsonl.gz failed: HTTP 404" in result.stderr
 
 
 def test_no_credential_reaches_any_output(
