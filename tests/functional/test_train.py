@@ -337,7 +337,8 @@ def test_gpus_without_usable_cuda_fail_at_once_unless_cpu_is_asked_for(sequences
     assert "gpu_count=0" in error
     assert not (tmp_path / "m").exists() and not (tmp_path / "m.checkpoint").exists()
     on_cpu = subprocess.run(
-        sasrec_train(sequences_dir, tmp_path / "m", HPARAMS | {"device": "cpu"}, "--gpus", "1"),
+        sasrec_train(sequences_dir, tmp_path / "m", HPARAMS | {"device": "cpu", "max_epochs": 1},
+                     "--gpus", "1"),
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     assert on_cpu.returncode == 0, on_cpu.stderr
