@@ -358,3 +358,18 @@ def test_in_a_pod_without_a_tracking_uri_training_refuses_to_start(
     assert "no MLflow tracking URI, and this is a Kubernetes pod" in result.stderr
     assert "mlflow_tracking_uri" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "m").exists()
+
+
+def test_a_checkpoint_bucket_that_does_not_exist_is_a_one_line_error(
+    sequences_dir, tmp_path, mlflow_uri, s3_server
+):
+    result = subprocess.run(
+        sasrec_train(sequences_dir, tmp_path / "m", HPARAMS | {"max_epochs": 1},
+                     "--checkpoint-dir", "s3://no-such-bucket/run/train"),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("sasrec train: error: cannot write s3://no-such-bucket/run/train/")
+    assert "check that the bucket exists and the credentials" in error
+    assert not (tmp_path / "m").exists()
