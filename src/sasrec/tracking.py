@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import tenacity
 
@@ -156,7 +157,9 @@ class BufferedMetricsLogger:
     def __init__(self, tracking_uri: str | None, run_id: str, max_outage_s: float) -> None:
         from mlflow import MlflowClient
 
-        self._client = MlflowClient(resolve_tracking_uri(tracking_uri))
+        uri = resolve_tracking_uri(tracking_uri)
+        self._client = MlflowClient(uri)
+        self._login = urlsplit(uri).netloc.rpartition("@")[0]  # kept out of messages
         self._run_id = run_id
         self._max_outage_s = max_outage_s
         self._batches: queue.Queue = queue.Queue()
@@ -178,7 +181,7 @@ class BufferedMetricsLogger:
             stop=tenacity.stop_after_delay(self._max_outage_s),
             before_sleep=lambda state: log.warning(
                 "MLflow did not take the metrics (%s); training goes on, retrying",
-                state.outcome.exception(),
+                self._without_login(str(state.outcome.exception())),
             ),
             reraise=True,
         )
@@ -188,6 +191,9 @@ class BufferedMetricsLogger:
                     retrying(self._client.log_batch, self._run_id, metrics=batch)
                 except Exception as err:  # any failure: close() reports it
                     self._error = err
+
+    def _without_login(self, text: str) -> str:
+        return text.replace(f"{self._login}@", "") if self._login else text
 
     def close(self) -> None:
         """Wait until every queued batch is sent.
@@ -199,7 +205,8 @@ class BufferedMetricsLogger:
         self._thread.join()
         if self._error is not None:
             raise SASRecError(
-                f"MLflow did not answer for {self._max_outage_s:.0f} s ({self._error}); the "
+                f"MLflow did not answer for {self._max_outage_s:.0f} s "
+                f"({self._without_login(str(self._error))}); the "
                 f"model was still written, set ${OUTAGE_SECONDS_ENV} to wait longer"
             ) from self._error
 
