@@ -9,7 +9,7 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import requests
 import yaml
@@ -24,7 +24,7 @@ from sasrec.data.sources import (
 )
 from sasrec.errors import SASRecError
 from sasrec.io import atomic_dir, atomic_path, read_json, write_json
-from sasrec.storage import redact
+from sasrec.storage import login, redact
 from sasrec.tracking import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def _credentials_to_environment(tracking_uri: str) -> str:
     secret would give them (unless already set). A pipeline parameter is printed and
     recorded by KFP; an environment variable is not.
     """
-    userinfo = urlsplit(tracking_uri).netloc.rpartition("@")[0]
+    userinfo = login(tracking_uri)
     if userinfo:
         username, _, password = userinfo.partition(":")
         os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(username))

@@ -163,6 +163,7 @@ def _train_tracked(job: TrainJob) -> dict[str, Any]:
     checkpoint_path = storage.join(job.checkpoint_dir, CHECKPOINT_FILE)
     run_file = storage.join(job.checkpoint_dir, CHECKPOINT_RUN_FILE)
     resumed_run = _resumable_run(job.tracking_uri, checkpoint_path, run_file)
+    code_version = tracking.code_version()  # may ask git: once
     with tracking.mlflow_run(job.tracking_uri, job.experiment, job.run_name, resumed_run) as run_id:
         if resumed_run:
             log.info("continuing MLflow run %s from %s", run_id, job.checkpoint_dir)
@@ -171,7 +172,7 @@ def _train_tracked(job: TrainJob) -> dict[str, Any]:
             tracking.log_params(
                 dataclasses.asdict(job.hparams)
                 | {f"data_{k}": v for k, v in stats.items()}
-                | tracking.code_version()
+                | code_version
             )
         lineage = {
             "mlflow_run_id": run_id,
@@ -191,7 +192,7 @@ def _train_tracked(job: TrainJob) -> dict[str, Any]:
         tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
         tracking.set_tags({
             "data_fingerprint": summary["data_fingerprint"],
-            tracking.GIT_COMMIT_TAG: tracking.code_version()["git_commit"],
+            tracking.GIT_COMMIT_TAG: code_version["git_commit"],
         })  # fmt: skip
         tracking.log_artifacts(job.model_dir, "model_dir")
         tracking.log_pytorch_model(model, job.registered_model_name)

@@ -100,12 +100,17 @@ def remove(uri: str | Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def login(uri: str) -> str:
+    """The `user:password` part of a URI's authority, or "" when it has none."""
+    return urlsplit(uri).netloc.rpartition("@")[0]
+
+
 def redact(uri: str) -> str:
     """`uri` without the `user:password@` part of its authority, for logs and records.
 
     What remains still names the server; credentials then come from the environment.
     """
     parts = urlsplit(uri)
-    if not parts.scheme or "@" not in parts.netloc:
+    if not parts.scheme or not login(uri):
         return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -14,12 +14,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import tenacity
 
 from sasrec.errors import SASRecError
-from sasrec.storage import redact
+from sasrec.storage import login, redact
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +158,7 @@ class BufferedMetricsLogger:
 
         uri = resolve_tracking_uri(tracking_uri)
         self._client = MlflowClient(uri)
-        self._login = urlsplit(uri).netloc.rpartition("@")[0]  # kept out of messages
+        self._login = login(uri)  # kept out of messages
         self._run_id = run_id
         self._max_outage_s = max_outage_s
         self._batches: queue.Queue = queue.Queue()
