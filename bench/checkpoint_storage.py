@@ -30,7 +30,7 @@ from machine import describe_machine
 from sasrec.checkpoint import load_checkpoint, save_checkpoint
 from sasrec.config import HParams
 from sasrec.data import schema
-from sasrec.train import BestSoFar, TrainingState, initial_model, weight_average
+from sasrec.train import BestSoFar, TrainingState, initial_model, rng_state, weight_average
 
 CATALOGUES = {"5-core": 25_600, "0-core": 137_200}
 REPEATS = 5
@@ -82,7 +82,8 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as local_dir:
             for name, num_items in CATALOGUES.items():
-                checkpoint = training_state(num_items).to_checkpoint({"identity": name})
+                state = training_state(num_items)
+                checkpoint = state.to_checkpoint({"identity": name}, [rng_state(cpu)])
                 targets = {"local": Path(local_dir) / f"{name}.pt",
                            "s3": f"s3://bench/{name}/checkpoint.pt"}  # fmt: skip
                 seconds = {(where, op): [] for where in targets for op in ("save", "load")}

@@ -1,9 +1,9 @@
 """Test NDCG@10 along training on the SASRec paper's Games data (Video.txt), every K epochs.
 
 Shows how fast each recipe learns, so that a time budget can be spent well: each config
-trains through the library (`initial_model`, `train_epoch`, `weight_average`, as
-`train_sasrec` does, without early stopping) and its weight average is scored on the test
-users every `--every` epochs, under the paper's sampled protocol and on the full catalogue.
+trains through the library's own loop (`start_training`, `fit`, without early stopping)
+and an after-epoch hook scores the model it keeps (the weight average) on the test users
+every `--every` epochs, under the paper's sampled protocol and on the full catalogue.
 The test scores only describe the curve; nothing is selected on them. Run from the
 repository root, one process per config to use both cores (the figures depend slightly on
 the thread count, not on the run):
@@ -15,22 +15,20 @@ Prints one Markdown table row per config and checkpoint for docs/benchmarks.md.
 """
 
 import argparse
+import dataclasses
 import tempfile
-import time
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 
-import polars as pl
 import torch
 
 from machine import describe_machine
 from paper_data import VIDEO_TXT, video_sequences
-from sasrec.config import parse_hparams
-from sasrec.data import schema
+from sasrec.config import HParams, parse_hparams
 from sasrec.evaluate import rank_held_out
-from sasrec.io import read_json
-from sasrec.losses import NextItemObjective, gbce_beta
-from sasrec.train import initial_model, learning_rate, train_epoch, training_tensors, weight_average
+from sasrec.inputs import SequenceFiles, read_sequences
+from sasrec.model import SASRec
+from sasrec.train import fit, start_training_on
 
 
 def main() -> None:
@@ -46,44 +44,44 @@ def main() -> None:
     args = parser.parse_args()
     if args.every < 1:
         parser.error(f"--every {args.every}: must be at least 1 (epochs between test scores)")
-    sequences_dir = video_sequences(args.source, Path(tempfile.mkdtemp(prefix="learning_curves_")))
-    train = pl.read_parquet(sequences_dir / schema.TRAIN_FILE)
-    test = pl.read_parquet(sequences_dir / schema.TEST_FILE)
-    num_items = read_json(sequences_dir / schema.STATS_FILE)["num_items"]
+    sequences = read_sequences(
+        video_sequences(args.source, Path(tempfile.mkdtemp(prefix="learning_curves_")))
+    )
     machine = f"{describe_machine()}, {torch.get_num_threads()} thread(s)"
     for config in args.config:
         name, _, overrides = config.partition("=")
         hparams = parse_hparams(overrides)
-        model = initial_model(train, num_items, hparams)
+        # Validation only at the end, and no early stopping: the whole curve is wanted.
+        hparams = dataclasses.replace(hparams, eval_every=hparams.max_epochs, patience=1)
+        training = start_training_on(sequences, hparams)
         if args.zero_bias:
-            torch.nn.init.zeros_(model.item_bias)
-        sequences, lengths = training_tensors(train, hparams.max_len)
-        beta = gbce_beta(hparams.num_negatives, num_items, hparams.gbce_t)
-        objective = NextItemObjective(model, hparams.loss, beta)
-        optimizer = torch.optim.Adam(
-            model.parameters(), lr=hparams.lr, betas=(0.9, 0.98), fused=True
+            torch.nn.init.zeros_(training.state.model.item_bias)
+        label = f"{machine} | {name}{' (bias from 0)' if args.zero_bias else ''}"
+        fit(training, TestScores(sequences, hparams, args.every, label))
+
+
+@dataclass
+class TestScores:
+    """After-epoch hook: a table row of test NDCG@10 every `every` epochs and at the end."""
+
+    sequences: SequenceFiles
+    hparams: HParams
+    every: int
+    label: str  # machine and config
+    train_seconds: float = 0.0  # training only, without validation or these scores
+
+    def __call__(self, epoch: int, metrics: dict[str, float], model: SASRec) -> None:
+        self.train_seconds += metrics["epoch_seconds"]
+        if epoch % self.every and epoch != self.hparams.max_epochs:
+            return
+        test = rank_held_out(
+            model.eval(), self.sequences.test, self.sequences.num_items, self.hparams.max_len
+        ).metrics(ks=(10,))
+        print(
+            f"| {self.label} | {epoch} | {self.train_seconds:.0f} "
+            f"| {test['sampled_ndcg@10']:.4f} | {test['ndcg@10']:.4f} |",
+            flush=True,
         )
-        average = weight_average(model, hparams.ema_decay)
-        after_step = partial(average.update_parameters, model) if average is not None else None
-        evaluated = average.module if average is not None else model
-        generator = torch.Generator().manual_seed(hparams.seed)
-        seconds = 0.0
-        for epoch in range(1, hparams.max_epochs + 1):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(hparams, epoch)
-            start = time.perf_counter()
-            train_epoch(objective.train(), optimizer, sequences, lengths, hparams, generator,
-                        num_items, after_step)  # fmt: skip
-            seconds += time.perf_counter() - start
-            if epoch % args.every and epoch != hparams.max_epochs:
-                continue
-            ranks = rank_held_out(evaluated.eval(), test, num_items, hparams.max_len)
-            metrics = ranks.metrics(ks=(10,))
-            print(
-                f"| {machine} | {name}{' (bias from 0)' if args.zero_bias else ''} | {epoch} "
-                f"| {seconds:.0f} | {metrics['sampled_ndcg@10']:.4f} | {metrics['ndcg@10']:.4f} |",
-                flush=True,
-            )
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def main() -> None:
     evaluate_seconds = time.perf_counter() - start
     start = time.perf_counter()
     recommend_all_users(
-        work / "model", work / "seq", work / "recs.parquet", k=10, device=args.device,
+        work / "model", work / "seq", work / "recs", k=10, device=args.device,
         batch_size=args.batch_size,
     )  # fmt: skip
     recommend_seconds = time.perf_counter() - start

@@ -23,10 +23,12 @@ def download(
         interactions: Directory holding interactions.parquet.
         download_stats: Row counts.
     """
+    from sasrec.errors import exit_on_error
     from sasrec.steps import download_step
 
-    counts = download_step(
-        source, interactions.path, amazon_base_url or None, with_metadata=with_metadata
-    )
+    with exit_on_error("download"):
+        counts = download_step(
+            source, interactions.path, amazon_base_url or None, with_metadata=with_metadata
+        )
     for name, value in counts.items():
         download_stats.log_metric(name, value)

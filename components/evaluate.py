@@ -29,11 +29,13 @@ def evaluate(
     from pathlib import Path
 
     from sasrec.data.schema import REPORT_FILE
+    from sasrec.errors import exit_on_error
     from sasrec.steps import evaluate_step
 
-    results = evaluate_step(
-        model.path, sequences.path, evaluation.path, mlflow_tracking_uri or None
-    )
+    with exit_on_error("evaluate"):
+        results = evaluate_step(
+            model.path, sequences.path, evaluation.path, mlflow_tracking_uri or None
+        )
     for name, value in results.items():
         metrics.log_metric(name, value)
     shutil.copyfile(Path(evaluation.path) / REPORT_FILE, report.path)

@@ -21,7 +21,9 @@ def recommend(
         k: Items per user.
         recommendations: Directory holding recommendations.parquet.
     """
+    from sasrec.errors import exit_on_error
     from sasrec.steps import recommend_step
 
-    summary = recommend_step(model.path, sequences.path, recommendations.path, k)
+    with exit_on_error("recommend"):
+        summary = recommend_step(model.path, sequences.path, recommendations.path, k)
     recommendations.metadata.update(summary)

@@ -36,13 +36,15 @@ def train(
         model: Directory with weights, config and item vocabulary.
     """
     from sasrec.config import parse_hparams
+    from sasrec.errors import exit_on_error
     from sasrec.steps import pipeline_checkpoint_dir, train_step
 
-    summary = train_step(
-        sequences.path, model.path, parse_hparams(hparams),
-        mlflow_tracking_uri or None, mlflow_experiment, mlflow_run_name,
-        checkpoint_dir=pipeline_checkpoint_dir(checkpoint_root, pipeline_run_id),
-        num_processes=num_processes, registered_model_name=registered_model_name or None,
-        gpus=num_processes,
-    )  # fmt: skip
+    with exit_on_error("train"):
+        summary = train_step(
+            sequences.path, model.path, parse_hparams(hparams),
+            mlflow_tracking_uri or None, mlflow_experiment, mlflow_run_name,
+            checkpoint_dir=pipeline_checkpoint_dir(checkpoint_root, pipeline_run_id),
+            num_processes=num_processes, registered_model_name=registered_model_name or None,
+            gpus=num_processes,
+        )  # fmt: skip
     model.metadata.update(summary)

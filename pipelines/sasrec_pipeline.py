@@ -64,7 +64,8 @@ def sasrec_pipeline(
         with_item_titles: Fetch the category's item metadata for titles in the reports.
         kcore: Minimum interactions per user and item; 0 disables the filter.
         split: leave_one_out, or timestamp (the Amazon Reviews 2023 benchmark's cut points).
-        sequence_max_len: Most recent items kept per history by the sequences step; 0: all.
+        sequence_max_len: Deprecated and ignored: histories are kept whole; the hparam
+            max_len limits what the model reads.
         hparams: Hyperparameter overrides, e.g. {"max_epochs": 50}.
         gpu_count: GPUs requested by the train task, one data-parallel process each; 0 trains
             on the CPU. With 1 or more, training fails at once when CUDA is not usable.

@@ -20,24 +20,29 @@ TRAINING_FILE = "training.json"
 
 
 def save_model_dir(
-    model: SASRec, item_vocab_path: Path, training_info: dict[str, Any], out_dir: str | Path
+    model: SASRec, sequences_dir: Path, training_info: dict[str, Any], out_dir: str | Path
 ) -> None:
     """Write the model artifact directory atomically.
 
     Args:
         model: The trained model (its weights are saved from CPU copies).
-        item_vocab_path: `item_vocab.parquet` of the sequences the model was trained on.
+        sequences_dir: The sequences it was trained on: their item vocabulary (and titles)
+            go with it.
         training_info: Hyperparameters, results and lineage, saved as training.json.
-        out_dir: The directory to fill (its earlier content is replaced).
+        out_dir: The directory to fill (an earlier model there is replaced).
+
+    Raises:
+        SASRecError: when a weight is not finite: such a model is never written.
     """
-    with atomic_dir(out_dir) as tmp:
-        state = {name: tensor.cpu() for name, tensor in model.state_dict().items()}
+    state = {name: tensor.cpu() for name, tensor in model.state_dict().items()}
+    if not all(tensor.isfinite().all() for tensor in state.values() if tensor.is_floating_point()):
+        raise SASRecError(f"the trained model has non-finite weights: {out_dir} not written")
+    with atomic_dir(out_dir, schema.TRAIN_STEP) as tmp:
         torch.save(state, tmp / WEIGHTS_FILE)
         write_json(dataclasses.asdict(model.config), tmp / CONFIG_FILE)
-        shutil.copyfile(item_vocab_path, tmp / schema.ITEM_VOCAB_FILE)
-        titles_path = item_vocab_path.with_name(schema.ITEM_TITLES_FILE)
-        if titles_path.is_file():
-            shutil.copyfile(titles_path, tmp / schema.ITEM_TITLES_FILE)
+        for name in (schema.ITEM_VOCAB_FILE, schema.ITEM_TITLES_FILE):
+            if (sequences_dir / name).is_file():  # titles only where the download fetched them
+                shutil.copyfile(sequences_dir / name, tmp / name)
         write_json(training_info, tmp / TRAINING_FILE)
 
 
@@ -45,19 +50,22 @@ def load_model_dir(model_dir: str | Path, device: torch.device) -> SASRec:
     """Load a model artifact in eval mode; weights are read without unpickling objects.
 
     Raises:
-        SASRecError: when `model_dir` is not a model directory, or a half-written one.
+        SASRecError: when `model_dir` is not a whole model directory, or its files do not
+            load into a model with finite weights.
     """
-    model_dir = Path(model_dir)
-    if not (model_dir / WEIGHTS_FILE).is_file():
+    model_dir = require_complete(model_dir, schema.TRAIN_STEP)
+    what = f"{model_dir} is not a model directory of `sasrec train`"
+    try:
+        config = SASRecConfig(**read_json(model_dir / CONFIG_FILE))
+        model = SASRec(config)
+        state = torch.load(model_dir / WEIGHTS_FILE, map_location=device, weights_only=True)
+        model.load_state_dict(state)
+    except Exception as err:  # a damaged file fails torch.load in many ways, all one answer
         raise SASRecError(
-            f"{model_dir} is not a model directory (no {WEIGHTS_FILE}); give the output of "
-            "`sasrec train`"
-        )
-    require_complete(model_dir, "`sasrec train`")
-    config = SASRecConfig(**read_json(model_dir / CONFIG_FILE))
-    model = SASRec(config)
-    state = torch.load(model_dir / WEIGHTS_FILE, map_location=device, weights_only=True)
-    model.load_state_dict(state)
+            f"{what} ({type(err).__name__}: {err}); give the output of `sasrec train`"
+        ) from err
+    if not all(tensor.isfinite().all() for tensor in state.values() if tensor.is_floating_point()):
+        raise SASRecError(f"{model_dir} holds non-finite weights; train the model again")
     return model.to(device).eval()
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from sasrec.data.download import CACHE_DIR_ENV
 from sasrec.data.sequences import SPLITS
 from sasrec.data.sources import AMAZON_2023_BASE_URL_ENV, DEFAULT_SOURCE
-from sasrec.errors import SASRecError
+from sasrec.errors import SASRecError, exit_on_error
 from sasrec.local_run import RUNNERS
 from sasrec.tracking import DEFAULT_EXPERIMENT
 
@@ -71,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_split_arg(sequences)
     sequences.add_argument(
-        "--max-len", type=int, default=0, help="keep the most recent N items per history (0: all)"
+        "--max-len",
+        type=int,
+        default=0,
+        help="deprecated, ignored: histories are kept whole (they are also the items never "
+        "recommended back); the model's max_len hparam limits what it reads",
     )
 
     train = commands.add_parser("train", help="train SASRec, log to MLflow")
@@ -197,11 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
+    with exit_on_error(args.command):
         result = dispatch(args)
-    except SASRecError as err:
-        print(f"sasrec {args.command}: error: {err}", file=sys.stderr)
-        return 2
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0
 

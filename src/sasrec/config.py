@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,33 +47,54 @@ class HParams:
 
     def __post_init__(self) -> None:
         """Reject values that cannot train, naming the field and the allowed range."""
-        positive = ("max_len", "hidden_size", "num_blocks", "num_heads", "batch_size")
-        for name in (*positive, "max_epochs", "num_negatives", "eval_every", "patience"):
-            if getattr(self, name) < 1:
-                raise SASRecError(f"hparam {name}={getattr(self, name)} must be at least 1")
+        for name, (low, high) in INT_RANGES.items():
+            _require(
+                low <= getattr(self, name) <= high, name, getattr(self, name), f"{low}..{high}"
+            )
+        for name, (low, high, high_included) in FLOAT_RANGES.items():
+            value = getattr(self, name)
+            inside = (
+                math.isfinite(value)
+                and low <= value
+                and (value < high or (high_included and value == high))
+            )
+            _require(inside, name, value, f"[{low}, {high}{']' if high_included else ')'}")
+        _require(self.lr > 0, "lr", self.lr, "positive")
         if self.hidden_size % self.num_heads:
             raise SASRecError(
                 f"hparam hidden_size={self.hidden_size} must be divisible by "
                 f"num_heads={self.num_heads}"
             )
-        if self.max_val_users < 0:
-            raise SASRecError(f"hparam max_val_users={self.max_val_users} must be 0 (all) or more")
-        if not 0.0 <= self.dropout < 1.0:
-            raise SASRecError(f"hparam dropout={self.dropout} must be in [0, 1)")
-        if self.lr <= 0:
-            raise SASRecError(f"hparam lr={self.lr} must be positive")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise SASRecError(f"hparam ema_decay={self.ema_decay} must be in [0, 1) (0: off)")
-        if not 0.0 <= self.gbce_t <= 1.0:
-            raise SASRecError(f"hparam gbce_t={self.gbce_t} must be in [0, 1]")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise SASRecError(
-                f"hparam lr_schedule={self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}"
-            )
-        if self.loss not in LOSSES:
-            raise SASRecError(f"hparam loss={self.loss!r} is not one of {', '.join(LOSSES)}")
-        if self.device not in DEVICES:
-            raise SASRecError(f"hparam device={self.device!r} is not one of {', '.join(DEVICES)}")
+        for name, choices in (("lr_schedule", LR_SCHEDULES), ("loss", LOSSES), ("device", DEVICES)):
+            _require(getattr(self, name) in choices, name, getattr(self, name), ", ".join(choices))
+
+
+# Allowed ranges, wide enough for any real run and narrow enough to catch a typo before a
+# run fails late (an out-of-memory model, a learning rate that makes the weights NaN).
+INT_RANGES = {
+    "max_len": (1, 100_000),
+    "hidden_size": (1, 16_384),
+    "num_blocks": (1, 256),
+    "num_heads": (1, 1_024),
+    "batch_size": (1, 10_000_000),
+    "max_epochs": (1, 1_000_000),
+    "num_negatives": (1, 10_000_000),
+    "seed": (0, 2**63 - 1),
+    "eval_every": (1, 1_000_000),
+    "patience": (1, 1_000_000),
+    "max_val_users": (0, 10**12),  # 0: all
+}
+FLOAT_RANGES = {  # (low, high, high included); every float must also be finite
+    "dropout": (0.0, 1.0, False),
+    "lr": (0.0, 1.0, True),
+    "gbce_t": (0.0, 1.0, True),
+    "ema_decay": (0.0, 1.0, False),  # 0: off
+}
+
+
+def _require(ok: bool, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise SASRecError(f"hparam {name}={value!r} is out of range; allowed: {allowed}")
 
 
 def parse_hparams(overrides: str | dict[str, Any] | None) -> HParams:

@@ -9,9 +9,12 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 def launched_by_torchrun() -> bool:
@@ -39,6 +42,16 @@ def mean_over_processes(value: torch.Tensor) -> float:
         dist.all_reduce(value)
         value /= world
     return float(value)
+
+
+def gather_objects(value: T) -> list[T]:
+    """Every process's `value`, by rank (`[value]` outside torchrun)."""
+    _, world = rank_and_world()
+    if world == 1:
+        return [value]
+    gathered: list[T] = [value] * world
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ Protocols, all on the same users:
 
 import itertools
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,13 @@ import polars as pl
 import torch
 
 from sasrec.data import schema
+from sasrec.data.sequences import known_sequences
 from sasrec.data.titles import item_labels
 from sasrec.errors import SASRecError
+from sasrec.inputs import read_sequences, require_same_catalogue
 from sasrec.metrics import rank_of_targets, ranking_metrics
 from sasrec.model import PAD
+from sasrec.report import Example, render_report
 from sasrec.tensors import pad_left
 
 log = logging.getLogger(__name__)
@@ -30,6 +34,7 @@ log = logging.getLogger(__name__)
 NUM_SAMPLED_NEGATIVES = 100  # the paper's protocol
 SAMPLING_SEED = 2018
 TOP_K = 10  # recommendations kept per user: coverage, popularity of what is recommended
+_SEEN = "_seen"  # a held-out frame's column of all its user's items
 
 # Scores every item as the next one: (B, L) item indices, left-padded -> (B, N + 1).
 Scorer = Callable[[torch.Tensor], torch.Tensor]
@@ -104,16 +109,6 @@ def full_catalogue_ranks(
 
 
 @dataclass(frozen=True)
-class Example:
-    """One test user: recent history, held-out item and top recommendations, original ids."""
-
-    user_id: str
-    history: list[str]
-    target: str
-    recommendations: list[str]
-
-
-@dataclass(frozen=True)
 class HeldOutRanks:
     """Per-user results of one scorer on one split, in the split's row order."""
 
@@ -144,6 +139,7 @@ def rank_held_out(
     device: torch.device | str = "cpu",
     batch_size: int = 1024,
     seed: int = SAMPLING_SEED,
+    seen: pl.Series | None = None,
 ) -> HeldOutRanks:
     """Rank each user's held-out item under every protocol.
 
@@ -158,11 +154,15 @@ def rank_held_out(
         device: Where scores are computed.
         batch_size: Users scored at once.
         seed: Seed of the negative samples (uniform and popularity draws use their own).
+        seen: Per row of `held_out`, all the items of its user (also later ones): sampled
+            negatives avoid them. None: the row's history and target.
     """
     uniform_generator = torch.Generator().manual_seed(seed)
     popularity_generator = torch.Generator().manual_seed(seed + 1)
     # Score users in order of history length so each batch is only as wide as its longest
     # history (most are short), then put the results back in the frame's order.
+    if seen is not None:
+        held_out = held_out.with_columns(seen.alias(_SEEN))
     order = held_out[schema.HISTORY].list.len().arg_sort().to_numpy(writable=True)
     by_length = held_out[order]
     full, sampled, popsampled, top_items = [], [], [], []
@@ -171,16 +171,21 @@ def rank_held_out(
         targets = torch.from_numpy(batch[schema.TARGET].to_numpy(writable=True)).long()  # (B,)
         scores = scorer(history[:, -max_len:].to(device)).float()  # (B, N + 1)
         if num_sampled:
-            seen = torch.cat([history, targets.unsqueeze(1)], dim=1)
+            if seen is None:
+                user_items = torch.cat([history, targets.unsqueeze(1)], dim=1)
+            else:
+                user_items = pad_left(batch[_SEEN])
             sampled.append(
-                _sampled_ranks(scores, targets, seen, num_items, num_sampled, uniform_generator)
+                _sampled_ranks(
+                    scores, targets, user_items, num_items, num_sampled, uniform_generator
+                )
             )
             if popularity is not None:
                 popsampled.append(
                     _sampled_ranks(
                         scores,
                         targets,
-                        seen,
+                        user_items,
                         num_items,
                         num_sampled,
                         popularity_generator,
@@ -328,20 +333,22 @@ def evaluate_model(
 
     Returns:
         The metrics of metrics.json.
+
+    Raises:
+        SASRecError: for a wrong input or output folder (nothing is written), or a model
+            of another catalogue than the sequences.
     """
     from sasrec.baselines import PopularityScorer, TransitionScorer
     from sasrec.checkpoint import load_model_dir, read_training_info
     from sasrec.device import resolve_device
-    from sasrec.io import atomic_dir, read_json, require_complete, write_json
-    from sasrec.report import render_report
+    from sasrec.io import atomic_dir, require_output_dir, write_json
 
-    sequences_dir = require_complete(sequences_dir, "`sasrec sequences`")
-    train, valid, test = (
-        pl.read_parquet(sequences_dir / name)
-        for name in (schema.TRAIN_FILE, schema.VALID_FILE, schema.TEST_FILE)
-    )
+    require_output_dir(out_dir, schema.EVALUATE_STEP)
+    sequences = read_sequences(sequences_dir)
     torch_device = resolve_device(device)
     model = load_model_dir(model_dir, torch_device)
+    require_same_catalogue(model_dir, sequences)
+    train, valid, test = sequences.train, sequences.valid, sequences.test
     num_items, max_len = model.config.num_items, model.config.max_len
     popularity = item_popularity(train, num_items)
     scorers: dict[str, Scorer] = {
@@ -349,6 +356,7 @@ def evaluate_model(
         "transition": TransitionScorer(train, popularity),
         "popularity": PopularityScorer(popularity),
     }
+    known = known_sequences(train, valid, test)
     args = {"num_items": num_items, "max_len": max_len, "exclude_history": exclude_history}
     test_ranks = {
         name: rank_held_out(
@@ -357,11 +365,15 @@ def evaluate_model(
             popularity=popularity if name == "sasrec" else None,
             num_sampled=NUM_SAMPLED_NEGATIVES if name == "sasrec" else 0,
             device=torch_device,
+            seen=_user_items(test, known),
             **args,
         )
         for name, scorer in scorers.items()
     }
-    valid_ranks = rank_held_out(model, valid, popularity=popularity, device=torch_device, **args)
+    valid_ranks = rank_held_out(
+        model, valid, popularity=popularity, device=torch_device, seen=_user_items(valid, known),
+        **args,
+    )  # fmt: skip
     scorer_metrics = {
         name: ranks.metrics() | beyond_accuracy(ranks.top_items, popularity, num_items)
         for name, ranks in test_ranks.items()
@@ -371,10 +383,11 @@ def evaluate_model(
     for name in ("transition", "popularity"):
         metrics |= {f"baseline_{name}_{k}": v for k, v in scorer_metrics[name].items()}
     metrics |= {"num_test_users": float(test.height), "num_valid_users": float(valid.height)}
+    require_finite(metrics)
     by_bucket = breakdowns(test, popularity, {n: r.full for n, r in test_ranks.items()})
     item_ids = item_labels(
-        ["<pad>", *pl.read_parquet(sequences_dir / schema.ITEM_VOCAB_FILE)[schema.ITEM_ID]],
-        sequences_dir / schema.ITEM_TITLES_FILE,
+        ["<pad>", *sequences.item_vocab[schema.ITEM_ID]],
+        sequences.directory / schema.ITEM_TITLES_FILE,
     )
     training = read_training_info(model_dir)
     context = {
@@ -383,13 +396,13 @@ def evaluate_model(
         "history items excluded from rankings": exclude_history,
         "loss": training["hparams"]["loss"],
         "epochs run (best)": f"{training['epochs_run']} ({training['best_epoch']})",
-        **{f"data {k}": v for k, v in read_json(sequences_dir / schema.STATS_FILE).items()},
+        **{f"data {k}": v for k, v in sequences.stats.items()},
     }
     page = render_report(
         metrics, scorer_metrics, by_bucket,
         example_users(test, test_ranks["sasrec"].top_items, item_ids), context,
     )  # fmt: skip
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, schema.EVALUATE_STEP) as tmp:
         write_json(metrics, tmp / schema.METRICS_FILE)
         by_bucket.write_csv(tmp / schema.BREAKDOWNS_FILE)
         (tmp / schema.REPORT_FILE).write_text(page, encoding="utf-8")
@@ -400,3 +413,26 @@ def evaluate_model(
         metrics["baseline_popularity_ndcg@10"],
     )
     return metrics
+
+
+def _user_items(held_out: pl.DataFrame, known: pl.DataFrame) -> pl.Series:
+    """All the items of each row's user, in `held_out`'s row order."""
+    return held_out.select(schema.USER_ID).join(
+        known, on=schema.USER_ID, how="left", maintain_order="left"
+    )[schema.HISTORY]
+
+
+def require_finite(metrics: dict[str, float]) -> None:
+    """Refuse to write a metric that is not finite, or a ranking metric outside [0, 1].
+
+    Raises:
+        SASRecError: naming the metrics.
+    """
+    ranking = ("ndcg@", "hit@", "mrr@", "coverage@")
+    bad = {
+        name: value
+        for name, value in metrics.items()
+        if not math.isfinite(value) or (any(m in name for m in ranking) and not 0 <= value <= 1)
+    }
+    if bad:
+        raise SASRecError(f"metrics out of range, not written: {bad}; check the model and data")

@@ -15,7 +15,13 @@ import requests
 import yaml
 
 from sasrec.config import HParams
-from sasrec.data.schema import METRICS_FILE, RECOMMENDATIONS_FILE, REPORT_FILE
+from sasrec.data.schema import (
+    EVALUATE_STEP,
+    METRICS_FILE,
+    RECOMMENDATIONS_FILE,
+    REPORT_FILE,
+    TRAIN_STEP,
+)
 from sasrec.data.sources import (
     amazon_2023_base_url,
     detect_format,
@@ -23,7 +29,14 @@ from sasrec.data.sources import (
     resolve_source_files,
 )
 from sasrec.errors import SASRecError
-from sasrec.io import atomic_dir, atomic_path, read_json, write_json
+from sasrec.io import (
+    atomic_dir,
+    atomic_path,
+    read_json,
+    require_dir_path,
+    require_output_dir,
+    write_json,
+)
 from sasrec.storage import login, redact
 from sasrec.tracking import resolve_tracking_uri
 
@@ -41,6 +54,7 @@ SECRET_VARIABLES = (
     "AWS_DEFAULT_REGION",
 )  # fmt: skip
 MLFLOW_SERVER_WAIT_SECONDS = 90.0
+OUTPUT_FOLDERS = {"model": TRAIN_STEP, "evaluation": EVALUATE_STEP}  # in the output dir
 
 
 def run_pipeline_locally(
@@ -72,10 +86,12 @@ def run_pipeline_locally(
     warnings.filterwarnings("ignore", message=r"Task '[\w-]+': settings .* have no effect")
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
 
-    for file in resolve_source_files(source, amazon_base_url):  # fail before any task runs
+    output_dir = require_dir_path(output_dir).resolve()
+    for name, step in OUTPUT_FOLDERS.items():  # fail before any task runs
+        require_output_dir(output_dir / name, step)
+    for file in resolve_source_files(source, amazon_base_url):
         if not is_remote(file.location):
             detect_format(file.location, Path(file.location))
-    output_dir = Path(output_dir).resolve()
     pipeline_yaml = compile_pipeline(output_dir / "sasrec_pipeline.yaml")
     pipeline = components.load_component_from_file(str(_without_retries(pipeline_yaml)))
     pipeline_root = output_dir / "pipeline_root"
@@ -99,9 +115,9 @@ def run_pipeline_locally(
         )
     except RuntimeError as err:  # kfp.local raises it when a task fails
         raise SASRecError(_failure_message(str(err))) from err
-    for name, output in (("model", "model"), ("evaluation", "evaluation")):
-        with atomic_dir(output_dir / name) as tmp:
-            shutil.copytree(run.outputs[output].path, tmp, dirs_exist_ok=True)
+    for name, step in OUTPUT_FOLDERS.items():
+        with atomic_dir(output_dir / name, step) as tmp:
+            shutil.copytree(run.outputs[name].path, tmp, dirs_exist_ok=True)
     metrics = read_json(output_dir / "evaluation" / METRICS_FILE)
     write_json(metrics, output_dir / METRICS_FILE)
     recommendations = _latest_recommendations(output_dir / "pipeline_root")

@@ -41,7 +41,13 @@ def rank_of_targets(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     Args:
         scores: (B, C) scores; excluded candidates hold -inf.
         targets: (B,) column index of each row's held-out item.
+
+    Returns:
+        (B,) int32 ranks in [0, C - 1].
     """
     target_scores = scores.gather(1, targets.unsqueeze(1))  # (B, 1)
     # An int32 sum of the comparison is ~2x faster than the default int64 one on CPU.
-    return (scores >= target_scores).sum(1, dtype=torch.int32) - 1
+    ranks = (scores >= target_scores).sum(1, dtype=torch.int32) - 1
+    # A NaN target compares false with everything (rank -1, an NDCG of infinity): it ranks
+    # last. Other NaN scores rank below the target, as items that are not recommended.
+    return torch.where(target_scores.squeeze(1).isnan(), scores.shape[1] - 1, ranks)

@@ -12,10 +12,12 @@ from tqdm.auto import tqdm
 
 from sasrec.checkpoint import load_model_dir
 from sasrec.data import schema
+from sasrec.data.sequences import known_sequences
 from sasrec.device import resolve_device
 from sasrec.errors import SASRecError
 from sasrec.evaluate import exclude_items
-from sasrec.io import atomic_path, require_complete
+from sasrec.inputs import read_item_vocab, read_sequences, require_same_catalogue
+from sasrec.io import atomic_dir, require_output_dir
 from sasrec.model import SASRec
 from sasrec.tensors import pad_left
 
@@ -69,7 +71,7 @@ def recommend_for_history(
     check_k(k)
     torch_device = resolve_device(device)
     model = load_model_dir(model_dir, torch_device)
-    vocab = pl.read_parquet(Path(model_dir) / schema.ITEM_VOCAB_FILE)
+    vocab = read_item_vocab(Path(model_dir) / schema.ITEM_VOCAB_FILE, "a model directory")
     index_of = dict(zip(vocab[schema.ITEM_ID], vocab[schema.ITEM_INDEX], strict=True))
     unknown = [item for item in history if item not in index_of]
     known = [index_of[item] for item in history if item in index_of]
@@ -94,52 +96,43 @@ def recommend_for_history(
     ]
 
 
-def known_sequences(sequences_dir: Path) -> pl.DataFrame:
-    """Every user's whole known sequence (train items, then validation and test items)."""
-    train = pl.read_parquet(sequences_dir / schema.TRAIN_FILE)
-    # Under the timestamp split a user has several test rows, oldest first: the last knows most.
-    test = (
-        pl.read_parquet(sequences_dir / schema.TEST_FILE)
-        .group_by(schema.USER_ID, maintain_order=True)
-        .last()
-    )
-    # A test row's history already holds the validation item; add the test item itself.
-    with_test = test.select(
-        schema.USER_ID,
-        pl.concat_list(schema.HISTORY, schema.TARGET).alias(schema.HISTORY),
-    )
-    without_test = train.join(test, on=schema.USER_ID, how="anti").select(
-        schema.USER_ID, pl.col(schema.ITEM_SEQUENCE).alias(schema.HISTORY)
-    )
-    return pl.concat([with_test, without_test])
-
-
 def recommend_all_users(
     model_dir: str | Path,
     sequences_dir: str | Path,
-    out_path: str | Path,
+    out_dir: str | Path,
     k: int = 10,
     device: str = "auto",
     batch_size: int = 2048,
 ) -> dict[str, int]:
-    """Write the top-k unseen items of every user as Parquet (user_id, rank, item_id, score).
+    """Write the top-k unseen items of every user to `out_dir/recommendations.parquet`.
 
+    Every user of the sequences folder gets them: the history is the user's whole known
+    sequence (training, validation and test items), and none of its items is recommended.
     Users are scored in batches of similar history length, streamed to the file so memory
-    stays bounded; the file appears complete or not at all.
+    stays bounded; the folder appears complete or not at all.
 
     Returns:
         Counts of users and rows written.
+
+    Raises:
+        SASRecError: for a wrong input or output folder (nothing is written), or a model
+            of another catalogue than the sequences.
     """
     check_k(k)
+    require_output_dir(out_dir, schema.RECOMMEND_STEP)
+    files = read_sequences(sequences_dir)
     torch_device = resolve_device(device)
     model = load_model_dir(model_dir, torch_device)
-    sequences = known_sequences(require_complete(sequences_dir, "`sasrec sequences`"))
+    require_same_catalogue(model_dir, files)
+    sequences = known_sequences(files.train, files.valid, files.test)
     sequences = sequences.sort(pl.col(schema.HISTORY).list.len())
-    vocab = pl.read_parquet(Path(model_dir) / schema.ITEM_VOCAB_FILE).sort(schema.ITEM_INDEX)
-    item_ids = pa.array(["", *vocab[schema.ITEM_ID].to_list()])  # index 0: padding
+    item_ids = pa.array(["", *files.item_vocab[schema.ITEM_ID].to_list()])  # 0: padding
     k = min(k, model.config.num_items)
     rows = 0
-    with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, RECOMMENDATIONS_SCHEMA) as writer:
+    with (
+        atomic_dir(out_dir, schema.RECOMMEND_STEP) as tmp,
+        pq.ParquetWriter(tmp / schema.RECOMMENDATIONS_FILE, RECOMMENDATIONS_SCHEMA) as writer,
+    ):
         progress = tqdm(total=sequences.height, desc="recommend", unit="user")
         for batch in sequences.iter_slices(batch_size):
             items, scores = top_unseen(model, pad_left(batch[schema.HISTORY]), k, torch_device)
@@ -162,5 +155,5 @@ def recommend_all_users(
             rows += table.num_rows
             progress.update(len(batch))
         progress.close()
-    log.info("wrote %d recommendations for %d users to %s", rows, sequences.height, out_path)
+    log.info("wrote %d recommendations for %d users to %s", rows, sequences.height, out_dir)
     return {"num_users": sequences.height, "num_rows": rows, "k": k}

@@ -1,17 +1,27 @@
 """The evaluation report: one self-contained HTML file with tables and matplotlib plots."""
 
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib.pyplot as plt
 import polars as pl
 
-from sasrec.evaluate import Example
 from sasrec.metrics import KS
 from sasrec.pages import figure_html, html_page, table_html
 
 SCORERS = ("sasrec", "transition", "popularity")
 HEADLINE = ("ndcg@10", "hit@10", "mrr@10")
 BEYOND_ACCURACY = ("coverage@10", "mean_popularity@10")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One test user: recent history, held-out item and top recommendations, original ids."""
+
+    user_id: str
+    history: list[str]
+    target: str
+    recommendations: list[str]
 
 
 def metric_at_k_plot(metrics: dict[str, dict[str, float]]) -> plt.Figure:

@@ -9,15 +9,20 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sasrec import storage, tracking
 from sasrec.config import HParams
 from sasrec.data import schema, titles
 from sasrec.data.download import default_cache_dir, download_interactions, fetch_source_file
 from sasrec.data.sequences import build_sequences
-from sasrec.io import read_json
+from sasrec.errors import SASRecError
+from sasrec.inputs import SequenceFiles, read_sequences
+from sasrec.io import read_json, require_output_dir
 from sasrec.storage import redact
+
+if TYPE_CHECKING:  # torch is imported by the steps that use it: see above
+    from sasrec.train import Training
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +138,13 @@ def train_step(
     from sasrec import distributed
     from sasrec.device import require_cuda, resolve_device
 
+    if num_processes < 1:
+        raise SASRecError(f"--nproc must be at least 1 (processes), got {num_processes}")
     tracking.require_lasting_store(tracking_uri)
     if gpus >= 1 and hparams.device != "cpu":
         require_cuda(gpus)
+    require_output_dir(model_dir, schema.TRAIN_STEP)
+    sequences = read_sequences(sequences_dir)  # checked before any process or run starts
     job = TrainJob(
         Path(sequences_dir), Path(model_dir), hparams, tracking_uri, experiment, run_name,
         checkpoint_dir or default_checkpoint_dir(model_dir), registered_model_name,
@@ -145,24 +154,22 @@ def train_step(
         distributed.relaunch_with_torchrun(num_processes, args)
         return read_json(job.model_dir / "training.json")
     with distributed.process_group(resolve_device(hparams.device)):
+        from sasrec.train import start_training_on, train_and_save
+
+        training = start_training_on(
+            sequences, hparams, storage.join(job.checkpoint_dir, CHECKPOINT_FILE)
+        )
         if distributed.is_main_process():
-            return _train_tracked(job)
-        from sasrec.train import train_sasrec
-
-        checkpoint_path = storage.join(job.checkpoint_dir, CHECKPOINT_FILE)
-        return train_sasrec(
-            job.sequences_dir, job.model_dir, hparams, checkpoint_path=checkpoint_path
-        )[1]
+            return _train_tracked(job, sequences, training)
+        return train_and_save(training, sequences, job.model_dir)[1]
 
 
-def _train_tracked(job: TrainJob) -> dict[str, Any]:
-    """Rank 0's training: in a new MLflow run, or in the checkpoint's run when resuming."""
-    from sasrec.train import train_sasrec
+def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training") -> dict[str, Any]:
+    """Rank 0's training: in the checkpoint's MLflow run when it resumes, else a new run."""
+    from sasrec.train import train_and_save
 
-    stats = read_json(job.sequences_dir / schema.STATS_FILE)
-    checkpoint_path = storage.join(job.checkpoint_dir, CHECKPOINT_FILE)
     run_file = storage.join(job.checkpoint_dir, CHECKPOINT_RUN_FILE)
-    resumed_run = _resumable_run(job.tracking_uri, checkpoint_path, run_file)
+    resumed_run = _resumable_run(job.tracking_uri, run_file) if training.resumed else None
     code_version = tracking.code_version()  # may ask git: once
     with tracking.mlflow_run(job.tracking_uri, job.experiment, job.run_name, resumed_run) as run_id:
         if resumed_run:
@@ -171,7 +178,7 @@ def _train_tracked(job: TrainJob) -> dict[str, Any]:
             storage.write_bytes(json.dumps({"run_id": run_id}).encode(), run_file)
             tracking.log_params(
                 dataclasses.asdict(job.hparams)
-                | {f"data_{k}": v for k, v in stats.items()}
+                | {f"data_{k}": v for k, v in sequences.stats.items()}
                 | code_version
             )
         lineage = {
@@ -183,10 +190,9 @@ def _train_tracked(job: TrainJob) -> dict[str, Any]:
             job.tracking_uri, run_id, tracking.outage_seconds()
         )
         try:
-            model, summary = train_sasrec(
-                job.sequences_dir, job.model_dir, job.hparams, lineage, epoch_metrics,
-                checkpoint_path,
-            )  # fmt: skip
+            model, summary = train_and_save(
+                training, sequences, job.model_dir, lineage, epoch_metrics
+            )
         finally:
             epoch_metrics.close()
         tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
@@ -200,12 +206,8 @@ def _train_tracked(job: TrainJob) -> dict[str, Any]:
     return summary | lineage
 
 
-def _resumable_run(
-    tracking_uri: str | None, checkpoint_path: str | Path, run_file: str | Path
-) -> str | None:
-    """The MLflow run a checkpoint belongs to, when both the checkpoint and the run exist."""
-    if not storage.exists(checkpoint_path):
-        return None
+def _resumable_run(tracking_uri: str | None, run_file: str | Path) -> str | None:
+    """The MLflow run a resumed checkpoint belongs to, when it is recorded and still exists."""
     run_record = storage.read_bytes(run_file)
     if run_record is None:
         return None
@@ -266,5 +268,4 @@ def recommend_step(
     """Write every user's top-k unseen items to `out_dir/recommendations.parquet`."""
     from sasrec.recommend import recommend_all_users
 
-    out_path = Path(out_dir) / schema.RECOMMENDATIONS_FILE
-    return recommend_all_users(model_dir, sequences_dir, out_path, k)
+    return recommend_all_users(model_dir, sequences_dir, out_dir, k)

@@ -25,7 +25,7 @@ from sasrec.data import schema
 from sasrec.device import resolve_device
 from sasrec.errors import SASRecError
 from sasrec.evaluate import item_popularity, rank_held_out
-from sasrec.io import read_json, require_complete
+from sasrec.inputs import SequenceFiles, read_sequences
 from sasrec.losses import NextItemObjective, gbce_beta, sample_negatives
 from sasrec.model import PAD, SASRec, SASRecConfig
 from sasrec.tensors import length_bucketed_batches, pad_left
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 MetricsCallback = Callable[[dict[str, float], int], None]
 SELECTION_METRIC = "val_ndcg@10"
-RESUMABLE_CHANGES = ("device", "max_epochs")  # hparams a resumed run may change
 
 
 def _no_logging(metrics: dict[str, float], epoch: int) -> None:
@@ -116,10 +115,17 @@ def log_popularity(train: pl.DataFrame, num_items: int) -> torch.Tensor:
     return log_counts
 
 
-def data_fingerprint(sequences: torch.Tensor, num_items: int) -> str:
-    """sha256 of the padded training sequences and the catalogue size: what the model saw."""
+def data_fingerprint(sequences: torch.Tensor, valid: pl.DataFrame, num_items: int) -> str:
+    """sha256 of what a run depends on: training sequences, validation examples, catalogue.
+
+    The validation examples are those early stopping looks at: other ones select another
+    epoch, so a checkpoint made with them is not resumed.
+    """
     digest = hashlib.sha256(str(num_items).encode())
     digest.update(sequences.cpu().numpy().tobytes())
+    histories = valid[schema.HISTORY]
+    for values in (histories.list.len(), histories.explode().fill_null(PAD), valid[schema.TARGET]):
+        digest.update(values.cast(pl.Int64).to_numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -131,6 +137,11 @@ def validate(model: SASRec, valid: pl.DataFrame) -> dict[str, float]:
         model.eval(), valid, config.num_items, config.max_len, num_sampled=0, device=device
     )
     return ranks.metrics(prefix="val_", ks=(10,))
+
+
+def all_finite(model: torch.nn.Module) -> bool:
+    """Whether every weight of `model` is finite (one host sync)."""
+    return bool(torch.stack([p.isfinite().all() for p in model.parameters()]).all())
 
 
 @dataclass
@@ -152,6 +163,19 @@ class BestSoFar:
             self.evals_without_gain += 1
 
 
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """This process's random state: dropout masks and negative samples draw from it."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0)
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Restore a `rng_state`."""
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and state["cuda"].numel():
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 @dataclass
 class TrainingState:
     """Everything an interrupted run needs to continue exactly where it stopped."""
@@ -169,9 +193,13 @@ class TrainingState:
         """What is validated and kept: the moving average of the weights when there is one."""
         return self.average.module if self.average is not None else self.model
 
-    def to_checkpoint(self, identity: dict[str, Any]) -> dict[str, Any]:
-        """A dict of tensors and plain values that `torch.load(weights_only=True)` reads."""
-        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    def to_checkpoint(
+        self, identity: dict[str, Any], rng_states: list[dict[str, torch.Tensor]]
+    ) -> dict[str, Any]:
+        """A dict of tensors and plain values that `torch.load(weights_only=True)` reads.
+
+        `rng_states` holds every process's `rng_state`, by rank: each has its own dropout.
+        """
         return {
             "identity": identity,
             "epoch": self.epoch,
@@ -180,8 +208,7 @@ class TrainingState:
             "optimizer": self.optimizer.state_dict(),
             "average": self.average.state_dict() if self.average is not None else {},
             "generator": self.generator.get_state(),
-            "cpu_rng": torch.get_rng_state(),
-            "cuda_rng": cuda_rng,
+            "rng_states": rng_states,
             "best_epoch": self.best.epoch,
             "best_metrics": self.best.metrics,
             "best_state": self.best.state,
@@ -189,16 +216,29 @@ class TrainingState:
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
-        """Load a `to_checkpoint` dict back (tensors move to the model's device)."""
+        """Load a `to_checkpoint` dict back (tensors move to the model's device).
+
+        Each process takes its own random state; with another number of processes than
+        the checkpoint's, each is seeded from the seed, its rank and the epoch instead.
+        """
         self.epoch, self.epoch_metrics = checkpoint["epoch"], checkpoint["epoch_metrics"]
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.average is not None:
             self.average.load_state_dict(checkpoint["average"])
         self.generator.set_state(checkpoint["generator"])
-        torch.set_rng_state(checkpoint["cpu_rng"])
-        if checkpoint["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+        rank, world = distributed.rank_and_world()
+        device = next(self.model.parameters()).device
+        if len(checkpoint["rng_states"]) == world:
+            set_rng_state(checkpoint["rng_states"][rank], device)
+        else:
+            log.warning(
+                "checkpoint made by %d processes, resumed by %d: dropout is reseeded, so the "
+                "run is not bit-identical to an uninterrupted one",
+                len(checkpoint["rng_states"]),
+                world,
+            )
+            torch.manual_seed(int(self.generator.initial_seed()) + 1000 * self.epoch + rank)
         self.best = BestSoFar(
             checkpoint["best_epoch"],
             checkpoint["best_metrics"],
@@ -232,63 +272,76 @@ def weight_average(model: SASRec, decay: float) -> AveragedModel | None:
     return AveragedModel(model, multi_avg_fn=warmed_up_ema, use_buffers=True)
 
 
+CHECKPOINT_FORMAT = 2  # 2: a random state per process
+
+
 def checkpoint_identity(hparams: HParams, fingerprint: str) -> dict[str, Any]:
     """What must match for a checkpoint to be resumed.
 
-    The data and every hparam that shapes the run; the device and `max_epochs` may change
-    between attempts.
+    The data (training and validation) and every hparam that shapes the run. The device
+    may change between attempts, and `max_epochs` too under a constant learning rate;
+    under the cosine schedule it sets every epoch's rate, so a change starts afresh.
     """
-    fixed = {k: v for k, v in dataclasses.asdict(hparams).items() if k not in RESUMABLE_CHANGES}
-    return {"hparams": fixed, "data_fingerprint": fingerprint}
+    free = {"device"} | ({"max_epochs"} if hparams.lr_schedule == "constant" else set())
+    fixed = {k: v for k, v in dataclasses.asdict(hparams).items() if k not in free}
+    return {"format": CHECKPOINT_FORMAT, "hparams": fixed, "data_fingerprint": fingerprint}
 
 
-def resume_if_possible(
-    state: TrainingState, path: str | Path | None, identity: dict[str, Any]
-) -> None:
-    """Restore `state` from the checkpoint at `path` when it exists and matches `identity`."""
-    checkpoint = load_checkpoint(path, next(state.model.parameters()).device) if path else None
-    if checkpoint is None:
-        return
-    if checkpoint["identity"] != identity:
-        log.warning("checkpoint %s is from other data or hparams: starting afresh", path)
-        return
-    state.restore(checkpoint)
-    log.info("resumed from %s after epoch %d", path, state.epoch)
+@dataclass
+class Training:
+    """One training run, set up: its data on the device, model, optimizer and identity."""
+
+    hparams: HParams
+    state: TrainingState
+    objective: torch.nn.Module  # `NextItemObjective`, maybe wrapped in DDP and compiled
+    sequences: torch.Tensor  # (U, max_len + 1) left-padded, on the model's device
+    lengths: torch.Tensor  # (U,) on CPU
+    valid: pl.DataFrame  # the validation users early stopping looks at
+    identity: dict[str, Any]
+    checkpoint_path: str | Path | None
+
+    @property
+    def resumed(self) -> bool:
+        """Whether a checkpoint of this same run was found and restored."""
+        return self.state.epoch > 0
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the data the run depends on (see `data_fingerprint`)."""
+        return self.identity["data_fingerprint"]
 
 
-def fit(
-    model: SASRec,
+def start_training(
     train: pl.DataFrame,
     valid: pl.DataFrame,
+    num_items: int,
     hparams: HParams,
-    log_metrics: MetricsCallback = _no_logging,
     checkpoint_path: str | Path | None = None,
-) -> dict[str, Any]:
-    """Train with Adam, validating every `eval_every` epochs; ends with the best weights.
+    device: torch.device | None = None,
+) -> Training:
+    """Set up a run and resume the checkpoint at `checkpoint_path` when it is of this run.
 
-    With `checkpoint_path` (a path, gs:// or s3:// URI), the state after every epoch is
-    saved there atomically, and a matching checkpoint found there at the start is resumed.
-
-    Returns:
-        Summary: best epoch, best validation metrics, epochs run, seconds, data fingerprint.
+    A checkpoint of other data or hparams is deleted: the run starts afresh and its first
+    epoch's checkpoint takes that place.
 
     Raises:
-        SASRecError: when the loss stops being finite (the last checkpoint is kept).
+        SASRecError: when no training sequence has 2 items.
     """
-    device = next(model.parameters()).device
+    device = device or distributed.local_device(resolve_device(hparams.device))
     rank, world = distributed.rank_and_world()
     sequences, lengths = training_tensors(train, hparams.max_len)
     if len(sequences) == 0:
         raise SASRecError("no training sequence has 2 items: nothing to learn from")
-    fingerprint = data_fingerprint(sequences, model.config.num_items)
-    sequences = sequences.to(device)
-    beta = gbce_beta(hparams.num_negatives, model.config.num_items, hparams.gbce_t)
-    trainer: torch.nn.Module = NextItemObjective(model, hparams.loss, beta)
+    if 0 < hparams.max_val_users < valid.height:
+        valid = valid.sample(hparams.max_val_users, seed=hparams.seed)
+    model = initial_model(train, num_items, hparams).to(device)
+    beta = gbce_beta(hparams.num_negatives, num_items, hparams.gbce_t)
+    objective: torch.nn.Module = NextItemObjective(model, hparams.loss, beta)
     if world > 1:
         torch.manual_seed(hparams.seed + rank)  # each process its own dropout masks
-        trainer = DistributedDataParallel(trainer)
+        objective = DistributedDataParallel(objective)
     if hparams.compile:
-        trainer = torch.compile(trainer, dynamic=True)
+        objective = torch.compile(objective, dynamic=True)
     state = TrainingState(
         model,
         torch.optim.Adam(model.parameters(), lr=hparams.lr, betas=(0.9, 0.98), fused=True),
@@ -296,69 +349,127 @@ def fit(
         BestSoFar(),
         weight_average(model, hparams.ema_decay),
     )
-    average = state.average
-    after_step = partial(average.update_parameters, model) if average is not None else None
-    identity = checkpoint_identity(hparams, fingerprint)
-    resume_if_possible(state, checkpoint_path, identity)
-    if state.epoch and rank == 0:
-        # A kill between the checkpoint and the logging of its epoch must leave no gap.
-        log_metrics(state.epoch_metrics, state.epoch)
-    if 0 < hparams.max_val_users < valid.height:
-        valid = valid.sample(hparams.max_val_users, seed=hparams.seed)
-    start, best = time.perf_counter(), state.best
-    progress = tqdm(
-        range(state.epoch + 1, hparams.max_epochs + 1),
-        desc="train",
-        unit="epoch",
-        initial=state.epoch,
-        total=hparams.max_epochs,
-        disable=rank > 0,
+    identity = checkpoint_identity(hparams, data_fingerprint(sequences, valid, num_items))
+    checkpoint = load_checkpoint(checkpoint_path, device) if checkpoint_path else None
+    if checkpoint is not None and checkpoint["identity"] == identity:
+        state.restore(checkpoint)
+        log.info("resumed from %s after epoch %d", checkpoint_path, state.epoch)
+    elif checkpoint is not None:
+        log.warning("checkpoint %s is of other data or hparams: starting afresh", checkpoint_path)
+        if rank == 0:
+            storage.remove(checkpoint_path)
+    return Training(
+        hparams, state, objective, sequences.to(device), lengths, valid, identity, checkpoint_path
     )
+
+
+# After each epoch: (epoch, its metrics, the model that is validated and kept).
+EpochHook = Callable[[int, dict[str, float], SASRec], None]
+
+
+def _after_no_epoch(epoch: int, metrics: dict[str, float], model: SASRec) -> None:
+    del epoch, metrics, model
+
+
+def fit(training: Training, after_epoch: EpochHook = _after_no_epoch) -> dict[str, Any]:
+    """Train with Adam, validating every `eval_every` epochs; ends with the best weights.
+
+    After every epoch the state is checkpointed (when the run has a checkpoint path) and
+    `after_epoch` is called, on rank 0 only.
+
+    Returns:
+        Summary: best epoch, best validation metrics, epochs run, seconds, data fingerprint.
+
+    Raises:
+        SASRecError: when the loss or the weights stop being finite, or the device runs out
+            of memory (the last checkpoint is kept).
+    """
+    state, hparams, best = training.state, training.hparams, training.state.best
+    is_main = distributed.is_main_process()
+    if training.resumed and is_main:
+        # A kill between the checkpoint and the logging of its epoch must leave no gap.
+        after_epoch(state.epoch, state.epoch_metrics, state.evaluated_model)
+    start = time.perf_counter()
+    progress = tqdm(
+        range(state.epoch + 1, hparams.max_epochs + 1), desc="train", unit="epoch",
+        initial=state.epoch, total=hparams.max_epochs, disable=not is_main,
+    )  # fmt: skip
     for epoch in progress:
         if best.evals_without_gain >= hparams.patience:
             break  # a resumed run that had already stopped early
-        epoch_start = time.perf_counter()
-        for group in state.optimizer.param_groups:  # a function of the epoch: resumes exactly
-            group["lr"] = learning_rate(hparams, epoch)
-        loss = train_epoch(
-            trainer.train(),
-            state.optimizer,
-            sequences,
-            lengths,
-            hparams,
-            state.generator,
-            model.config.num_items,
-            after_step,
-        )
-        if not math.isfinite(loss):
-            saved = checkpoint_path and state.epoch > 0
-            kept = f"; the checkpoint of epoch {state.epoch} is kept" if saved else ""
-            raise SASRecError(
-                f"training loss became {loss} at epoch {epoch}: lower lr (now {hparams.lr}) "
-                f"or check the data{kept}"
-            )
-        metrics = {"train_loss": loss, "epoch_seconds": time.perf_counter() - epoch_start}
+        metrics = _train_one_epoch(training, epoch)
         if epoch % hparams.eval_every == 0 or epoch == hparams.max_epochs:
-            metrics |= validate(state.evaluated_model, valid)
+            metrics |= validate(state.evaluated_model, training.valid)
             best.update(state.evaluated_model, metrics, epoch)
         state.epoch, state.epoch_metrics = epoch, metrics
-        if rank == 0:
-            if checkpoint_path:
-                save_checkpoint(state.to_checkpoint(identity), checkpoint_path)
-            log_metrics(metrics, epoch)
-        progress.set_postfix(loss=f"{loss:.4f}", best_val_ndcg=best.metrics.get(SELECTION_METRIC))
+        _save_checkpoint(training)
+        if is_main:
+            after_epoch(epoch, metrics, state.evaluated_model)
+        progress.set_postfix(
+            loss=f"{metrics['train_loss']:.4f}", best_val_ndcg=best.metrics.get(SELECTION_METRIC)
+        )
         if best.evals_without_gain >= hparams.patience:
             log.info("early stop at epoch %d: best epoch %d", epoch, best.epoch)
             break
     if best.state:
-        model.load_state_dict(best.state)
+        state.model.load_state_dict(best.state)
     return {
         "best_epoch": best.epoch,
         **{f"best_{k}": v for k, v in best.metrics.items() if k.startswith("val_")},
         "epochs_run": state.epoch,
         "train_seconds": time.perf_counter() - start,
-        "data_fingerprint": fingerprint,
+        "data_fingerprint": training.fingerprint,
     }
+
+
+def _train_one_epoch(training: Training, epoch: int) -> dict[str, float]:
+    """One epoch at its learning rate; its loss and seconds. Refuses non-finite results."""
+    state, hparams = training.state, training.hparams
+    epoch_start = time.perf_counter()
+    for group in state.optimizer.param_groups:  # a function of the epoch: resumes exactly
+        group["lr"] = learning_rate(hparams, epoch)
+    average = state.average
+    after_step = partial(average.update_parameters, state.model) if average is not None else None
+    device = training.sequences.device
+    try:
+        loss = train_epoch(
+            training.objective.train(), state.optimizer, training.sequences, training.lengths,
+            hparams, state.generator, state.model.config.num_items, after_step,
+        )  # fmt: skip
+    except torch.OutOfMemoryError as err:
+        raise SASRecError(
+            f"{device} ran out of memory in epoch {epoch}: lower batch_size (now "
+            f"{hparams.batch_size}), num_negatives ({hparams.num_negatives}) or max_len "
+            f"({hparams.max_len}){_kept(training)}"
+        ) from err
+    problem = None if math.isfinite(loss) else f"the training loss became {loss}"
+    if problem is None and not all_finite(state.evaluated_model):
+        problem = "the weights became non-finite"
+    if problem:
+        raise SASRecError(
+            f"{problem} at epoch {epoch}: lower lr (now {hparams.lr}) or check the data"
+            f"{_kept(training)}"
+        )
+    return {"train_loss": loss, "epoch_seconds": time.perf_counter() - epoch_start}
+
+
+def _kept(training: Training) -> str:
+    """What the error of a failed epoch says about the checkpoint."""
+    epoch = training.state.epoch
+    saved = training.checkpoint_path and epoch > 0
+    return f"; the checkpoint of epoch {epoch} is kept" if saved else ""
+
+
+def _save_checkpoint(training: Training) -> None:
+    """Rank 0 writes the state after an epoch; every process hands it its random state."""
+    if training.checkpoint_path is None:
+        return
+    device = training.sequences.device
+    rng_states = distributed.gather_objects(rng_state(device))
+    if distributed.is_main_process():
+        save_checkpoint(
+            training.state.to_checkpoint(training.identity, rng_states), training.checkpoint_path
+        )
 
 
 def model_config(num_items: int, hparams: HParams) -> SASRecConfig:
@@ -384,20 +495,27 @@ def initial_model(train: pl.DataFrame, num_items: int, hparams: HParams) -> SASR
     return model
 
 
+def start_training_on(
+    sequences: SequenceFiles, hparams: HParams, checkpoint_path: str | Path | None = None
+) -> Training:
+    """`start_training` on the output of the sequences step."""
+    return start_training(
+        sequences.train, sequences.valid, sequences.num_items, hparams, checkpoint_path
+    )
+
+
 def train_sasrec(
-    sequences_dir: str | Path,
+    sequences: str | Path | SequenceFiles,
     model_dir: str | Path,
     hparams: HParams,
     lineage: dict[str, Any] | None = None,
     log_metrics: MetricsCallback = _no_logging,
     checkpoint_path: str | Path | None = None,
 ) -> tuple[SASRec, dict[str, Any]]:
-    """Train SASRec on a sequences directory and write the model artifact directory.
-
-    Under torchrun every process trains on its share of each batch; only rank 0 writes.
+    """Train SASRec on the output of the sequences step and write the model directory.
 
     Args:
-        sequences_dir: Output of the sequences step.
+        sequences: Output of the sequences step, as a folder or read by `read_sequences`.
         model_dir: The model artifact directory to write.
         hparams: Hyperparameters.
         lineage: Extra facts stored in training.json (e.g. the MLflow run id).
@@ -408,29 +526,35 @@ def train_sasrec(
     Returns:
         The trained model (best weights) and the training summary, also in training.json.
     """
-    sequences_dir = require_complete(sequences_dir, "`sasrec sequences`")
-    stats = read_json(sequences_dir / schema.STATS_FILE)
-    device = distributed.local_device(resolve_device(hparams.device))
-    train = pl.read_parquet(sequences_dir / schema.TRAIN_FILE)
-    model = initial_model(train, stats["num_items"], hparams).to(device)
+    if not isinstance(sequences, SequenceFiles):
+        sequences = read_sequences(sequences)
+    training = start_training_on(sequences, hparams, checkpoint_path)
+    return train_and_save(training, sequences, model_dir, lineage, log_metrics)
+
+
+def train_and_save(
+    training: Training,
+    sequences: SequenceFiles,
+    model_dir: str | Path,
+    lineage: dict[str, Any] | None = None,
+    log_metrics: MetricsCallback = _no_logging,
+) -> tuple[SASRec, dict[str, Any]]:
+    """Run a set-up training to its end and write the model directory (see `train_sasrec`).
+
+    Under torchrun every process trains on its share of each batch; only rank 0 writes.
+    """
+    model, device = training.state.model, training.sequences.device
     log.info("training on %s: %s", device, model.config)
-    summary = fit(
-        model,
-        train,
-        pl.read_parquet(sequences_dir / schema.VALID_FILE),
-        hparams,
-        log_metrics,
-        checkpoint_path,
-    )
+    summary = fit(training, lambda epoch, metrics, _: log_metrics(metrics, epoch))
     if distributed.is_main_process():
         training_info = {
-            "hparams": dataclasses.asdict(hparams),
+            "hparams": dataclasses.asdict(training.hparams),
             "device": str(device),
             "processes": distributed.rank_and_world()[1],
             **summary,
             **(lineage or {}),
         }
-        save_model_dir(model, sequences_dir / schema.ITEM_VOCAB_FILE, training_info, model_dir)
-        if checkpoint_path:
-            storage.remove(checkpoint_path)
+        save_model_dir(model, sequences.directory, training_info, model_dir)
+        if training.checkpoint_path:
+            storage.remove(training.checkpoint_path)
     return model, summary

@@ -100,7 +100,8 @@ def test_four_steps_on_the_real_amazon_sample(amazon_sample_gz, tmp_path, mlflow
     assert metrics["num_test_users"] == stats["num_eval_users"]
     assert all(0.0 <= metrics[k] <= 1.0 for k in ("ndcg@10", "hit@10", "sampled_ndcg@10"))
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
-        "_SUCCESS", "config.json", "item_vocab.parquet", "model.pt", "training.json",
+        "_SASREC_STEP", "_SUCCESS", "config.json", "item_vocab.parquet", "model.pt",
+        "training.json",
     ]  # fmt: skip
 
 

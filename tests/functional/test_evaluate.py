@@ -145,6 +145,6 @@ def test_recommend_names_a_missing_model_directory(tmp_path):
     assert result.returncode == 2
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line == (
-        f"sasrec recommend: error: {tmp_path / 'nope'} is not a model directory (no model.pt); "
+        f"sasrec recommend: error: {tmp_path / 'nope'} is not a directory; "
         "give the output of `sasrec train`"
     )

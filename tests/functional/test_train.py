@@ -20,6 +20,7 @@ from sasrec.checkpoint import load_checkpoint, load_model_dir
 from sasrec.config import parse_hparams
 from sasrec.data import schema
 from sasrec.errors import SASRecError
+from sasrec.inputs import read_sequences
 from sasrec.io import read_json
 from sasrec.losses import NextItemObjective
 from sasrec.model import SASRec
@@ -29,6 +30,8 @@ from sasrec.train import (
     initial_model,
     log_popularity,
     model_config,
+    start_training_on,
+    train_and_save,
     train_epoch,
     train_sasrec,
     training_tensors,
@@ -169,20 +172,34 @@ def test_checkpoint_of_other_hparams_is_not_resumed(sequences_dir, tmp_path):
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
     sequences_dir, tmp_path
 ):
-    hparams = parse_hparams(HPARAMS)
-    model = SASRec(model_config(int(read_json(sequences_dir / "stats.json")["num_items"]), hparams))
     checkpoint = tmp_path / "ckpt.pt"
+    training = start_training_on(read_sequences(sequences_dir), parse_hparams(HPARAMS), checkpoint)
 
-    def corrupt_weights_after_epoch_2(metrics: dict, epoch: int) -> None:
+    def corrupt_weights_after_epoch_2(epoch: int, metrics: dict, model: SASRec) -> None:
         if epoch == 2:
-            model.item_emb.weight.data.fill_(float("nan"))
+            training.state.model.item_emb.weight.data.fill_(float("nan"))
 
-    train, valid = (pl.read_parquet(sequences_dir / f"{s}.parquet") for s in ("train", "valid"))
     with pytest.raises(SASRecError, match=r"loss became nan at epoch 3.*epoch 2 is kept"):
-        fit(model, train, valid, hparams, corrupt_weights_after_epoch_2, checkpoint)
+        fit(training, corrupt_weights_after_epoch_2)
     kept = load_checkpoint(checkpoint, torch.device("cpu"))
     assert kept["epoch"] == 2
     assert all(torch.isfinite(t).all() for t in kept["model"].values())
+
+
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_non_finite_weights_with_a_finite_loss_stop_training_and_write_no_model(
+    sequences_dir, tmp_path, ema_decay
+):
+    # An infinity in a row no batch uses: the loss stays finite, the weights (and their
+    # average, which starts as a copy) do not.
+    hparams = parse_hparams(HPARAMS | {"ema_decay": ema_decay})
+    sequences = read_sequences(sequences_dir)
+    training = start_training_on(sequences, hparams)
+    with torch.no_grad():
+        training.state.model.item_emb.weight[0, 0] = float("inf")  # padding: never looked up
+    with pytest.raises(SASRecError, match="the weights became non-finite at epoch 1: lower lr"):
+        train_and_save(training, sequences, tmp_path / "model")
+    assert not (tmp_path / "model").exists()
 
 
 def sasrec_train(sequences_dir: Path, out: Path, hparams: dict, *extra: str) -> list[str]:

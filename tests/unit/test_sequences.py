@@ -127,22 +127,17 @@ def test_timestamp_split_boundaries_and_carried_histories():
     assert test.rows() == [("ana", [1, 2, 3, 4], 5), ("ana", [1, 2, 3, 4, 5], 6), ("ben", [5], 7)]
 
 
-def test_max_len_keeps_the_most_recent_items():
-    sequences = pl.DataFrame(
-        {
-            "user_id": ["u"],
-            "item_sequence": [[1, 2, 3, 4, 5, 6, 7]],
-            "_times": [[T1 - 5, T1 - 4, T1 - 3, T1 - 2, T1 - 1, T1, T2]],
-        }
-    )
-    train, valid, test = leave_one_out(sequences, max_len=2)
-    assert train.rows() == [("u", [3, 4, 5])]  # 2 inputs and their shifted targets
-    assert valid.rows() == [("u", [4, 5], 6)]
-    assert test.rows() == [("u", [5, 6], 7)]
-    train, valid, test = timestamp_split(sequences, max_len=2)
-    assert train.rows() == [("u", [3, 4, 5])]
-    assert valid.rows() == [("u", [4, 5], 6)]
-    assert test.rows() == [("u", [5, 6], 7)]
+def test_max_len_no_longer_cuts_histories_the_seen_items(tmp_path, caplog):
+    # Before: --max-len 2 cut histories to 2 items, and the items before the cut could be
+    # ranked or recommended as new. Histories are now kept whole; the model cuts its input.
+    rows = [("u", f"i{n}", n) for n in range(1, 8)] + [("v", f"i{n}", n) for n in range(7, 0, -1)]
+    interactions(rows).write_parquet(tmp_path / "in.parquet")
+    build_sequences(tmp_path / "in.parquet", tmp_path / "seq", kcore=0, max_len=2)
+    assert "max_len 2 is ignored" in caplog.text
+    test = pl.read_parquet(tmp_path / "seq" / "test.parquet").sort("user_id")
+    assert test["history"].list.len().to_list() == [6, 6]
+    train = pl.read_parquet(tmp_path / "seq" / "train.parquet")
+    assert train["item_sequence"].list.len().to_list() == [5, 5]
 
 
 def test_equal_timestamps_keep_file_order_and_unicode_ids(tmp_path):

@@ -43,3 +43,9 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
 BREAKDOWNS_FILE = "breakdowns.csv"
 RECOMMENDATIONS_FILE = "recommendations.parquet"
+
+# The steps whose output folders say so in their `_SASREC_STEP` file (see sasrec.io).
+SEQUENCES_STEP = "sequences"
+TRAIN_STEP = "train"
+EVALUATE_STEP = "evaluate"
+RECOMMEND_STEP = "recommend"

@@ -9,7 +9,8 @@ import polars as pl
 from sasrec.data import schema
 from sasrec.data.report import render_sequence_report
 from sasrec.errors import SASRecError
-from sasrec.io import atomic_dir, write_json
+from sasrec.inputs import scan_interactions
+from sasrec.io import atomic_dir, require_output_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +76,10 @@ def user_sequences(interactions: pl.DataFrame, item_vocab: pl.DataFrame) -> pl.D
     )
 
 
-def most_recent(items: pl.Expr, max_len: int) -> pl.Expr:
-    """The last `max_len` items of a list column; all of them when `max_len` is 0."""
-    return items.list.tail(max_len) if max_len > 0 else items
-
-
-def training_length(max_len: int) -> int:
-    """Items a training sequence keeps: `max_len` inputs and their shifted targets; 0: all."""
-    return max_len + 1 if max_len > 0 else 0
-
-
 def timestamp_split(
     sequences: pl.DataFrame,
     t1: int = OFFICIAL_T1_MS,
     t2: int = OFFICIAL_T2_MS,
-    max_len: int = 0,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Split by time, as the Amazon Reviews 2023 benchmark does: see `labelled_split`.
 
@@ -103,11 +93,11 @@ def timestamp_split(
         .then(pl.lit(schema.VALID_SPLIT))
         .otherwise(pl.lit(schema.TEST_SPLIT))
     )
-    return labelled_split(sequences.with_columns(labels.alias(schema.SPLIT)), max_len)
+    return labelled_split(sequences.with_columns(labels.alias(schema.SPLIT)))
 
 
 def labelled_split(
-    sequences: pl.DataFrame, max_len: int = 0
+    sequences: pl.DataFrame,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Split by each interaction's label (`train`, `valid`, `test` in the `split` list).
 
@@ -129,12 +119,11 @@ def labelled_split(
         rows.filter(label == schema.TRAIN_SPLIT)
         .group_by(schema.USER_ID, maintain_order=True)
         .agg(pl.col(schema.TARGET).alias(schema.ITEM_SEQUENCE))
-        .with_columns(most_recent(seq, training_length(max_len)))
     )
     held_out = (
         rows.filter(label != schema.TRAIN_SPLIT, pl.col(position) > 0)
         .join(sequences.select(schema.USER_ID, seq), on=schema.USER_ID, maintain_order="left")
-        .with_columns(most_recent(seq.list.head(pl.col(position)), max_len).alias(schema.HISTORY))
+        .with_columns(seq.list.head(pl.col(position)).alias(schema.HISTORY))
     )
     columns = [schema.USER_ID, schema.HISTORY, schema.TARGET]
     valid = held_out.filter(label == schema.VALID_SPLIT).select(columns)
@@ -147,13 +136,11 @@ def labelled_split(
 
 
 def leave_one_out(
-    sequences: pl.DataFrame, max_len: int = 0
+    sequences: pl.DataFrame,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Split each sequence: last item test, second-to-last validation, the rest training.
 
-    Users with fewer than 3 items only train (their whole sequence). With `max_len` > 0 a
-    history keeps its `max_len` most recent items and a training sequence `max_len + 1`
-    (the model's inputs and shifted targets).
+    Users with fewer than 3 items only train (their whole sequence).
 
     Returns:
         (train, valid, test) frames with `schema.TRAIN_SCHEMA` / `schema.HELD_OUT_SCHEMA`.
@@ -163,25 +150,62 @@ def leave_one_out(
     held_out = sequences.filter(length >= 3)
     train = sequences.select(
         schema.USER_ID,
-        most_recent(
-            pl.when(length >= 3).then(seq.list.slice(0, length - 2)).otherwise(seq),
-            training_length(max_len),
-        ).alias(schema.ITEM_SEQUENCE),
+        pl.when(length >= 3)
+        .then(seq.list.slice(0, length - 2))
+        .otherwise(seq)
+        .alias(schema.ITEM_SEQUENCE),
     )
     valid = held_out.select(
         schema.USER_ID,
-        most_recent(seq.list.slice(0, length - 2), max_len).alias(schema.HISTORY),
+        seq.list.slice(0, length - 2).alias(schema.HISTORY),
         seq.list.get(-2).alias(schema.TARGET),
     )
     test = held_out.select(
         schema.USER_ID,
-        most_recent(seq.list.slice(0, length - 1), max_len).alias(schema.HISTORY),
+        seq.list.slice(0, length - 1).alias(schema.HISTORY),
         seq.list.get(-1).alias(schema.TARGET),
     )
     return (
         train.cast(dict(schema.TRAIN_SCHEMA)),
         valid.cast(dict(schema.HELD_OUT_SCHEMA)),
         test.cast(dict(schema.HELD_OUT_SCHEMA)),
+    )
+
+
+def known_sequences(train: pl.DataFrame, valid: pl.DataFrame, test: pl.DataFrame) -> pl.DataFrame:
+    """Every user's whole known sequence, oldest first: (user_id, history), one row per user.
+
+    A held-out example's history is everything the user did before it, so a user's longest
+    example (history, then target) is the sequence up to the last held-out item; training
+    items not in it (later ones, where published labels interleave) follow it. Users with
+    no held-out example have their training sequence.
+    """
+    seq, history, item = pl.col(schema.ITEM_SEQUENCE), pl.col(schema.HISTORY), "_item"
+    longest = (
+        pl.concat([valid, test])
+        .select(schema.USER_ID, pl.concat_list(history, schema.TARGET).alias(schema.HISTORY))
+        .group_by(schema.USER_ID)
+        .agg(history.sort_by(history.list.len()).last())
+    )
+    known = longest.explode(schema.HISTORY).select(schema.USER_ID, history.alias(item))
+    later_training_items = (
+        train.select(schema.USER_ID, seq.alias(item))
+        .explode(item)
+        .drop_nulls(item)
+        .with_row_index("_order")
+        .join(known, on=[schema.USER_ID, item], how="anti")
+        .sort("_order")
+        .group_by(schema.USER_ID, maintain_order=True)
+        .agg(pl.col(item))
+    )
+    return (
+        longest.join(later_training_items, on=schema.USER_ID, how="full", coalesce=True)
+        .select(
+            schema.USER_ID,
+            pl.concat_list(history.fill_null([]), pl.col(item).fill_null([])).alias(schema.HISTORY),
+        )
+        .cast({schema.HISTORY: pl.List(pl.Int32)})
+        .sort(schema.USER_ID)
     )
 
 
@@ -205,7 +229,9 @@ def build_sequences(
         split: `leave_one_out` (each user's last item tests, the one before validates) or
             `timestamp` (the Amazon Reviews 2023 benchmark's cut points). Interactions that
             come labelled (an official split) keep their labels instead, with no filter.
-        max_len: Keep the most recent `max_len` items of each history; 0 keeps all.
+        max_len: Deprecated and ignored: histories are kept whole, as they are also the
+            items a user has seen (never recommended back). The model's `max_len` hparam
+            cuts what it reads.
 
     Returns:
         The stats written to `stats.json`.
@@ -215,11 +241,18 @@ def build_sequences(
     """
     if split not in SPLITS:
         raise SASRecError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
+    if kcore < 0:
+        raise SASRecError(f"kcore must be 0 (no filter) or more, got {kcore}")
     if max_len < 0:
-        raise SASRecError(f"max_len must be 0 (keep all) or positive, got {max_len}")
-    raw = pl.scan_parquet(interactions_path)
-    if schema.SPLIT not in raw.collect_schema():  # written before splits were carried
-        raw = raw.with_columns(pl.lit(None, dtype=pl.String).alias(schema.SPLIT))
+        raise SASRecError(f"max_len must be 0 or positive (and is ignored), got {max_len}")
+    require_output_dir(out_dir, schema.SEQUENCES_STEP)
+    if max_len:
+        log.warning(
+            "max_len %d is ignored: histories are kept whole, since they are also the items "
+            "never recommended back; the model's max_len hparam cuts what it reads",
+            max_len,
+        )
+    raw = scan_interactions(interactions_path)
     num_raw, num_labelled = raw.select(pl.len(), pl.col(schema.SPLIT).count()).collect().row(0)
     if num_labelled:
         # An official split: kept as published, already deduplicated and filtered.
@@ -236,11 +269,11 @@ def build_sequences(
     item_vocab = build_item_vocab(interactions)
     sequences = user_sequences(interactions, item_vocab)
     if split == "published":
-        train, valid, test = labelled_split(sequences, max_len)
+        train, valid, test = labelled_split(sequences)
     elif split == "timestamp":
-        train, valid, test = timestamp_split(sequences, max_len=max_len)
+        train, valid, test = timestamp_split(sequences)
     else:
-        train, valid, test = leave_one_out(sequences, max_len)
+        train, valid, test = leave_one_out(sequences)
     if test.is_empty() or valid.is_empty():
         needed = (
             "interactions on both sides of the cut points"
@@ -254,12 +287,11 @@ def build_sequences(
     stats = {
         "kcore": kcore,
         "split": split,
-        "max_len": max_len,
         "num_raw_interactions": num_raw,
         **sequence_stats(sequences, item_vocab),
         **split_stats(train, valid, test),
     }
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, schema.SEQUENCES_STEP) as tmp:
         train.write_parquet(tmp / schema.TRAIN_FILE)
         valid.write_parquet(tmp / schema.VALID_FILE)
         test.write_parquet(tmp / schema.TEST_FILE)
