@@ -8,7 +8,7 @@ PIPELINE_YAML ?= build/sasrec_pipeline.yaml
 LOCK_DIR := docker/requirements
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format compile-pipeline clean wheels images push lock \
+.PHONY: help install run test test-long lint format compile-pipeline clean wheels images push lock \
 	compose-run compose-down run-docker submit test-servers test-docker test-docker-run
 
 help: ## List the targets
@@ -25,11 +25,14 @@ $(VENV)/.installed: pyproject.toml $(LOCK_DIR)/train.txt
 run: install ## Run the whole pipeline locally (KFP local runner) into outputs/; ARGS="..." adds flags
 	$(BIN)/sasrec run --output-dir outputs $(ARGS)
 
-test: install ## Run the tests (Docker, MLflow-server and GPU tests are opt-in markers)
-	$(BIN)/pytest -m "not docker and not gpu and not server" $(PYTEST_ARGS)
+test: install ## Run the tests (Docker, MLflow-server, long multi-process and GPU tests are opt-in markers)
+	$(BIN)/pytest -m "not docker and not gpu and not server and not long" $(PYTEST_ARGS)
 
 test-servers: install ## Run the tests against real `mlflow server`s (restarts, basic auth)
 	$(BIN)/pytest -m server $(PYTEST_ARGS)
+
+test-long: install ## Run the long end-to-end checks: several training processes, jobs killed and rerun
+	$(BIN)/pytest -m long $(PYTEST_ARGS)
 
 lint: install ## Check formatting and lint with ruff, the Dockerfile with hadolint
 	$(BIN)/ruff format --check .

@@ -29,13 +29,14 @@ from sasrec.checkpoint import save_model_dir
 from sasrec.config import HParams
 from sasrec.data import schema
 from sasrec.evaluate import item_popularity, rank_held_out
+from sasrec.io import atomic_dir, write_json
 from sasrec.model import SASRec
 from sasrec.recommend import recommend_all_users
 from sasrec.train import model_config
 
 
 def synthetic_sequences(out_dir: Path, num_users: int, num_items: int) -> None:
-    """train/test/item_vocab Parquet with 5-core-like lengths (mean ~8.5) and Zipf items."""
+    """A sequences folder with 5-core-like lengths (mean ~8.5) and Zipf items, leave-one-out."""
     rng = np.random.default_rng(0)
     lengths = 4 + rng.geometric(1 / 4.5, num_users)
     popularity = 1.0 / np.arange(1, num_items + 1) ** 0.8
@@ -48,20 +49,22 @@ def synthetic_sequences(out_dir: Path, num_users: int, num_items: int) -> None:
         "items": pl.Series(pa.ListArray.from_arrays(offsets, items)),
         "length": lengths,
     })  # fmt: skip
-    out_dir.mkdir(parents=True)
-    frame.select(
-        schema.USER_ID,
-        pl.col("items").list.head(pl.col("length") - 2).alias(schema.ITEM_SEQUENCE),
-    ).cast(schema.TRAIN_SCHEMA).write_parquet(out_dir / schema.TRAIN_FILE)
-    frame.select(
-        schema.USER_ID,
-        pl.col("items").list.head(pl.col("length") - 1).alias(schema.HISTORY),
-        pl.col("items").list.last().alias(schema.TARGET),
-    ).cast(schema.HELD_OUT_SCHEMA).write_parquet(out_dir / schema.TEST_FILE)
-    pl.DataFrame({
-        schema.ITEM_INDEX: np.arange(1, num_items + 1, dtype=np.int32),
-        schema.ITEM_ID: [f"I{i}" for i in range(1, num_items + 1)],
-    }).write_parquet(out_dir / schema.ITEM_VOCAB_FILE)  # fmt: skip
+    with atomic_dir(out_dir, schema.SEQUENCES_STEP) as tmp:
+        frame.select(
+            schema.USER_ID,
+            pl.col("items").list.head(pl.col("length") - 2).alias(schema.ITEM_SEQUENCE),
+        ).cast(schema.TRAIN_SCHEMA).write_parquet(tmp / schema.TRAIN_FILE)
+        for name, held_out in ((schema.VALID_FILE, 2), (schema.TEST_FILE, 1)):
+            frame.select(
+                schema.USER_ID,
+                pl.col("items").list.head(pl.col("length") - held_out).alias(schema.HISTORY),
+                pl.col("items").list.get(-held_out).alias(schema.TARGET),
+            ).cast(schema.HELD_OUT_SCHEMA).write_parquet(tmp / name)
+        pl.DataFrame({
+            schema.ITEM_INDEX: np.arange(1, num_items + 1, dtype=np.int32),
+            schema.ITEM_ID: [f"I{i}" for i in range(1, num_items + 1)],
+        }).write_parquet(tmp / schema.ITEM_VOCAB_FILE)  # fmt: skip
+        write_json({"num_items": num_items, "num_users": num_users}, tmp / schema.STATS_FILE)
 
 
 def main() -> None:
@@ -77,7 +80,7 @@ def main() -> None:
     synthetic_sequences(work / "seq", args.users, args.items)
     hparams = HParams(hidden_size=args.hidden_size)
     model = SASRec(model_config(args.items, hparams))
-    save_model_dir(model, work / "seq" / schema.ITEM_VOCAB_FILE, {}, work / "model")
+    save_model_dir(model, work / "seq", {}, work / "model")
     model = model.to(device).eval()
     test = pl.read_parquet(work / "seq" / schema.TEST_FILE)
     popularity = item_popularity(pl.read_parquet(work / "seq" / schema.TRAIN_FILE), args.items)

@@ -357,6 +357,7 @@ def evaluate_model(
         "popularity": PopularityScorer(popularity),
     }
     known = known_sequences(train, valid, test)
+    test_user_items, valid_user_items = _user_items(test, known), _user_items(valid, known)
     args = {"num_items": num_items, "max_len": max_len, "exclude_history": exclude_history}
     test_ranks = {
         name: rank_held_out(
@@ -365,13 +366,13 @@ def evaluate_model(
             popularity=popularity if name == "sasrec" else None,
             num_sampled=NUM_SAMPLED_NEGATIVES if name == "sasrec" else 0,
             device=torch_device,
-            seen=_user_items(test, known),
+            seen=test_user_items,
             **args,
         )
         for name, scorer in scorers.items()
     }
     valid_ranks = rank_held_out(
-        model, valid, popularity=popularity, device=torch_device, seen=_user_items(valid, known),
+        model, valid, popularity=popularity, device=torch_device, seen=valid_user_items,
         **args,
     )  # fmt: skip
     scorer_metrics = {

@@ -19,39 +19,49 @@ from sasrec.errors import SASRecError
 from sasrec.io import require_complete
 
 
-def read_parquet(path: str | Path, expected: pl.Schema, what: str) -> pl.DataFrame:
-    """A Parquet file with (at least) the `expected` columns, cast to their types.
+def parquet_columns(path: str | Path, required: list[str], what: str) -> pl.Schema:
+    """The schema of a Parquet file that has the `required` columns (its footer only).
 
     Args:
         path: The file.
-        expected: Column names and types; other columns are dropped.
+        required: Column names it must have.
         what: What the file should be, for the error (e.g. "the output of `sasrec download`").
 
     Raises:
-        SASRecError: when the file is missing, not Parquet, lacks a column, or a column
-            does not convert to its type.
+        SASRecError: when the file is missing, not Parquet, or lacks a column.
     """
     path = Path(path)
     if not path.is_file():
         raise SASRecError(f"{path} does not exist or is not a file; give {what}")
     try:
-        frame = pl.read_parquet(path)
+        found = pl.read_parquet_schema(path)
     except (pl.exceptions.PolarsError, OSError) as err:
         raise SASRecError(f"{path} is not a readable Parquet file ({err}); give {what}") from err
-    missing = [name for name in expected if name not in frame.columns]
+    missing = [name for name in required if name not in found]
     if missing:
         raise SASRecError(
-            f"{path} has no column {', '.join(missing)} (it has {', '.join(frame.columns)}); "
-            f"give {what}"
+            f"{path} has no column {', '.join(missing)} (it has {', '.join(found)}); give {what}"
         )
+    return pl.Schema(found)
+
+
+def read_parquet(path: str | Path, expected: pl.Schema, what: str) -> pl.DataFrame:
+    """The `expected` columns of a Parquet file, cast to their types (other columns dropped).
+
+    Raises:
+        SASRecError: as `parquet_columns`, and when the data cannot be read or a column
+            does not convert to its type.
+    """
+    found = parquet_columns(path, list(expected), what)
     try:
-        return frame.select(
+        return pl.read_parquet(path, columns=list(expected)).select(
             pl.col(name).cast(dtype, strict=True) for name, dtype in expected.items()
         )
-    except pl.exceptions.PolarsError as err:
-        found = {name: frame.schema[name] for name in expected}
+    except (pl.exceptions.PolarsError, OSError) as err:
+        types = {name: found[name] for name in expected}
         raise SASRecError(
-            f"{path} has columns of types {found}, expected {dict(expected)}; give {what}"
+            f"{path} cannot be read as columns of types {dict(expected)} (it has {types}: "
+            f"{err}); give {what}"
         ) from err
 
 
@@ -61,22 +71,12 @@ def scan_interactions(path: str | Path) -> pl.LazyFrame:
     A file without the `split` column (written before splits were carried) gets a null one.
 
     Raises:
-        SASRecError: when the file is missing, not Parquet, or lacks a required column.
+        SASRecError: when the file is missing, not Parquet, lacks a required column, or
+            has one of another type.
     """
-    path = Path(path)
     what = "the interactions.parquet that `sasrec download` writes"
-    if not path.is_file():
-        raise SASRecError(f"{path} does not exist or is not a file; give {what}")
-    try:
-        found = pl.read_parquet_schema(path)
-    except (pl.exceptions.PolarsError, OSError) as err:
-        raise SASRecError(f"{path} is not a readable Parquet file ({err}); give {what}") from err
     required = [schema.USER_ID, schema.ITEM_ID, schema.TIMESTAMP]
-    missing = [name for name in required if name not in found]
-    if missing:
-        raise SASRecError(
-            f"{path} has no column {', '.join(missing)} (it has {', '.join(found)}); give {what}"
-        )
+    found = parquet_columns(path, required, what)
     bad_types = {
         name: found[name]
         for name in (*required, schema.SPLIT)

@@ -138,8 +138,8 @@ def train_step(
     from sasrec import distributed
     from sasrec.device import require_cuda, resolve_device
 
-    if num_processes < 1:
-        raise SASRecError(f"--nproc must be at least 1 (processes), got {num_processes}")
+    if num_processes < 0:
+        raise SASRecError(f"--nproc must be 0 or 1 (one process) or more, got {num_processes}")
     tracking.require_lasting_store(tracking_uri)
     if gpus >= 1 and hparams.device != "cpu":
         require_cuda(gpus)

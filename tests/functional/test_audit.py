@@ -189,6 +189,7 @@ def metric_steps(run_id: str, key: str = "train_loss") -> list[int]:
     return sorted(metric.step for metric in history)
 
 
+@pytest.mark.long
 def test_a_rerun_with_other_hparams_is_a_new_mlflow_run(sequences_dir, tmp_path, mlflow_uri):
     # Before: the rerun continued the killed job's run, logged no params, and the run had
     # two epochs 1 from two trainings.
@@ -216,7 +217,7 @@ def test_a_rerun_with_other_hparams_is_a_new_mlflow_run(sequences_dir, tmp_path,
     assert not checkpoint_dir.exists()  # the finished job removed its own checkpoint
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_two_processes_resumed_after_a_kill_equal_an_uninterrupted_pair(
     sequences_dir, tmp_path, mlflow_uri
 ):

@@ -111,7 +111,7 @@ TRAIN_CASES = {
         ["--sequences", "{w}/seq_test_outside_catalogue"],
         ["test.parquet holds item indices", "outside the catalogue 1..40"],
     ),
-    "no processes": (["--sequences", "{w}/seq", "--nproc", "0"], ["--nproc must be at least 1"]),
+    "negative processes": (["--sequences", "{w}/seq", "--nproc", "-1"], ["--nproc must be 0 or 1"]),
     "output is a file": (
         ["--sequences", "{w}/seq", "--out", "{w}/notes.txt/model"],
         ["notes.txt is a file, not a directory"],

@@ -244,6 +244,7 @@ def test_killed_training_run_resumes_in_the_same_mlflow_run(sequences_dir, tmp_p
     assert_resumed_in_one_run_like_the_straight_one(tmp_path, epochs=25)
 
 
+@pytest.mark.long
 def test_two_gloo_processes_match_one_process(sequences_dir, tmp_path, mlflow_uri):
     # Equal-length sequences and no dropout: each process's half-batch mean averages to the
     # full-batch mean, so the two runs differ only by float rounding.

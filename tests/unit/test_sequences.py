@@ -12,6 +12,7 @@ from sasrec.data.sequences import (
     build_sequences,
     earliest_interactions,
     kcore_filter,
+    known_sequences,
     leave_one_out,
     timestamp_split,
 )
@@ -179,3 +180,29 @@ def test_report_plots_lengths_and_popularity(tmp_path):
     assert len(images) == 2
     assert all(base64.b64decode(image).startswith(b"\x89PNG") for image in images)
     assert f"<td>sequence_length_max</td><td>{stats['sequence_length_max']}</td>" in report
+
+
+def test_known_sequences_are_whole_in_time_order_for_every_user():
+    held_out = schema.HELD_OUT_SCHEMA
+    train = pl.DataFrame(
+        {"user_id": ["lo", "ts", "pub", "only"], "item_sequence": [[1, 2, 3], [1], [5, 6], [9, 8]]},
+        schema=schema.TRAIN_SCHEMA,
+    )
+    valid = pl.DataFrame(
+        {
+            "user_id": ["lo", "ts", "new", "pub"],
+            "history": [[1, 2, 3], [1], [1], [5]],
+            "target": [4, 2, 3, 7],
+        },
+        schema=held_out,
+    )
+    test = pl.DataFrame(
+        {"user_id": ["lo"], "history": [[1, 2, 3, 4]], "target": [5]}, schema=held_out
+    )
+    assert known_sequences(train, valid, test).rows() == [
+        ("lo", [1, 2, 3, 4, 5]),  # leave-one-out: the test example holds it all
+        ("new", [1, 3]),  # no training item: both items were held out
+        ("only", [9, 8]),  # no held-out example: the training sequence
+        ("pub", [5, 7, 6]),  # published labels interleave: the training item 6 came last
+        ("ts", [1, 2]),  # timestamp split: the validation item after the training one
+    ]
