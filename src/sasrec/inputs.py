@@ -91,6 +91,17 @@ def scan_interactions(path: str | Path) -> pl.LazyFrame:
     return frame.select(pl.col(name).cast(schema.INTERACTIONS_SCHEMA[name]) for name in columns)
 
 
+def collect_interactions(frame: pl.LazyFrame, path: str | Path) -> pl.DataFrame:
+    """Run a query over `scan_interactions(path)`; data that cannot be read is one error."""
+    try:
+        return frame.collect()
+    except (pl.exceptions.ComputeError, OSError) as err:
+        raise SASRecError(
+            f"{path} cannot be read ({err}); give the interactions.parquet that "
+            "`sasrec download` writes"
+        ) from err
+
+
 def _converts(found: pl.DataType, expected: pl.DataType) -> bool:
     """Whether a column of type `found` holds values of type `expected` (ids: any scalar)."""
     if expected == pl.String:

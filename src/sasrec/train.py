@@ -170,10 +170,10 @@ def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
 
 
 def set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
-    """Restore a `rng_state`."""
-    torch.set_rng_state(state["cpu"])
+    """Restore a `rng_state` (a checkpoint loaded onto a GPU holds it there: back to CPU)."""
+    torch.set_rng_state(state["cpu"].cpu())
     if device.type == "cuda" and state["cuda"].numel():
-        torch.cuda.set_rng_state(state["cuda"], device)
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 @dataclass
@@ -226,7 +226,7 @@ class TrainingState:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.average is not None:
             self.average.load_state_dict(checkpoint["average"])
-        self.generator.set_state(checkpoint["generator"])
+        self.generator.set_state(checkpoint["generator"].cpu())  # a CPU generator
         rank, world = distributed.rank_and_world()
         device = next(self.model.parameters()).device
         if len(checkpoint["rng_states"]) == world:

@@ -43,6 +43,11 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     interactions.with_columns(pl.lit("yesterday").alias("timestamp")).write_parquet(
         root / "text_timestamps.parquet"
     )
+    damaged = root / "damaged_pages.parquet"  # a sound footer over damaged data pages
+    interactions.write_parquet(damaged, compression="uncompressed")
+    data = bytearray(damaged.read_bytes())
+    data[100 : len(data) // 2] = b"\xff" * (len(data) // 2 - 100)
+    damaged.write_bytes(bytes(data))
     broken = {
         "seq_train_not_parquet": ("train.parquet", lambda path: path.write_text("no")),
         "seq_valid_no_target": (
@@ -77,6 +82,10 @@ SEQUENCES_CASES = {
     "no item column": (
         ["--interactions", "{w}/no_item_column.parquet"],
         ["no_item_column.parquet has no column item_id"],
+    ),
+    "damaged pages": (
+        ["--interactions", "{w}/damaged_pages.parquet"],
+        ["damaged_pages.parquet cannot be read", "give the interactions.parquet"],
     ),
     "text timestamps": (
         ["--interactions", "{w}/text_timestamps.parquet"],

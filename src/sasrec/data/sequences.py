@@ -9,7 +9,7 @@ import polars as pl
 from sasrec.data import schema
 from sasrec.data.report import render_sequence_report
 from sasrec.errors import SASRecError
-from sasrec.inputs import scan_interactions
+from sasrec.inputs import collect_interactions, scan_interactions
 from sasrec.io import atomic_dir, require_output_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -253,14 +253,16 @@ def build_sequences(
             max_len,
         )
     raw = scan_interactions(interactions_path)
-    num_raw, num_labelled = raw.select(pl.len(), pl.col(schema.SPLIT).count()).collect().row(0)
+    counts = raw.select(pl.len(), pl.col(schema.SPLIT).count())
+    num_raw, num_labelled = collect_interactions(counts, interactions_path).row(0)
     if num_labelled:
         # An official split: kept as published, already deduplicated and filtered.
         log.info("%s comes split: kept as published (--split, --kcore ignored)", interactions_path)
         split, kcore = "published", 0
-        interactions = raw.with_row_index(_ORDER).collect()
+        interactions = collect_interactions(raw.with_row_index(_ORDER), interactions_path)
     else:
-        interactions = kcore_filter(earliest_interactions(raw).collect(), kcore)
+        earliest = collect_interactions(earliest_interactions(raw), interactions_path)
+        interactions = kcore_filter(earliest, kcore)
     if interactions.is_empty():
         raise SASRecError(
             f"no interactions left in {interactions_path} after the {kcore}-core filter "
