@@ -1,4 +1,12 @@
-# SASRec on Kubeflow. `make help` lists the targets.
+# SASRec on Kubeflow. `make help` lists the targets by group and the variables below.
+#? ARGS            flags for `sasrec run` (run, run-docker) or pipelines.submit (submit)
+#? PYTEST_ARGS     extra pytest arguments for the test targets
+#? VENV, PYTHON    the virtualenv to create (.venv) and the Python that creates it
+#? PIPELINE_YAML   where compile-pipeline writes (build/sasrec_pipeline.yaml)
+#? IMAGE_REGISTRY  registry prefix of the step images (empty: local names); IMAGE_TAG: their tag
+#? SOURCE, KCORE, HPARAMS  compose-run's source, k-core and hyperparameters
+#? COMPOSE_GPU     1: compose-run trains on the host's GPUs; MLFLOW_PORT: compose's MLflow (5000)
+#? KFP_HOST, KFP_NAMESPACE, KFP_EXPERIMENT, KFP_RUN_NAME, KFP_TOKEN  submit's Kubeflow endpoint
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -11,10 +19,18 @@ LOCK_DIR := docker/requirements
 .PHONY: help install run test test-long lint format compile-pipeline clean wheels images push lock \
 	compose-run compose-down run-docker submit test-servers test-docker test-docker-run
 
-help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+help: ## [local] List the targets by group, and the variables they read
+	@awk -F ':.*## ' '/^[a-zA-Z_-]+:.*## \[/ { \
+		group = substr($$2, 2, index($$2, "]") - 2); text = substr($$2, index($$2, "]") + 2); \
+		lines[group] = lines[group] sprintf("  %-18s %s\n", $$1, text) } \
+		/^#\? / { vars = vars "  " substr($$0, 4) "\n" } \
+		END { split("local docker cluster development", order, " "); \
+		titles["local"] = "Run locally (no Docker)"; titles["docker"] = "Images and docker compose"; \
+		titles["cluster"] = "Kubeflow cluster"; titles["development"] = "Development"; \
+		for (i = 1; i <= 4; i++) printf "%s:\n%s\n", titles[order[i]], lines[order[i]]; \
+		printf "Variables (make VAR=value target):\n%s", vars }' $(MAKEFILE_LIST)
 
-install: $(VENV)/.installed ## Create .venv with the project, its extras and dev tools (idempotent)
+install: $(VENV)/.installed ## [local] Create .venv with the project, its extras and dev tools (idempotent)
 
 # The venv holds the images' locked versions (-c), so tests run what the images run.
 $(VENV)/.installed: pyproject.toml $(LOCK_DIR)/train.txt
@@ -22,28 +38,28 @@ $(VENV)/.installed: pyproject.toml $(LOCK_DIR)/train.txt
 	$(BIN)/python -m pip install -qq -c $(LOCK_DIR)/train.txt -e '.[train,dev]'
 	touch $@
 
-run: install ## Run the whole pipeline locally (KFP local runner) into outputs/; ARGS="..." adds flags
+run: install ## [local] Run the whole pipeline locally (KFP local runner) into outputs/; ARGS="..." adds flags
 	$(BIN)/sasrec run --output-dir outputs $(ARGS)
 
-test: install ## Run the tests (Docker, MLflow-server, long multi-process and GPU tests are opt-in markers)
+test: install ## [development] Run the tests (Docker, MLflow-server, long multi-process and GPU tests are opt-in markers)
 	$(BIN)/pytest -m "not docker and not gpu and not server and not long" $(PYTEST_ARGS)
 
-test-servers: install ## Run the tests against real `mlflow server`s (restarts, basic auth)
+test-servers: install ## [development] Run the tests against real `mlflow server`s (restarts, basic auth)
 	$(BIN)/pytest -m server $(PYTEST_ARGS)
 
-test-long: install ## Run the long end-to-end checks: several training processes, jobs killed and rerun
+test-long: install ## [development] Run the long end-to-end checks: several training processes, jobs killed and rerun
 	$(BIN)/pytest -m long $(PYTEST_ARGS)
 
-lint: install ## Check formatting and lint with ruff, the Dockerfile with hadolint
+lint: install ## [development] Check formatting and lint with ruff, the Dockerfile with hadolint
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/hadolint docker/Dockerfile
 
-format: install ## Format and fix with ruff
+format: install ## [development] Format and fix with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-compile-pipeline: install ## Compile the KFP pipeline to build/sasrec_pipeline.yaml
+compile-pipeline: install ## [cluster] Compile the KFP pipeline to build/sasrec_pipeline.yaml
 	$(BIN)/python -m pipelines.compile $(PIPELINE_YAML)
 
 # --- Images, docker compose, Kubeflow -----------------------------------------------------
@@ -62,7 +78,7 @@ export MLFLOW_PORT
 COMPOSE_ENV = SASREC_DOWNLOAD_IMAGE=$(call image,download) SASREC_SEQUENCES_IMAGE=$(call image,sequences) \
 	SASREC_TRAIN_IMAGE=$(call image,train) SASREC_EVALUATE_IMAGE=$(call image,evaluate)
 
-lock: install ## Pin every package of the images in docker/requirements/ (uv pip compile)
+lock: install ## [development] Pin every package of the images in docker/requirements/ (uv pip compile)
 	@set -e; for extras in base train; do \
 		flag=$$(test $$extras = train && echo "--extra train" || true); \
 		{ echo "# Every package of the $$extras images, pinned: generated by \`make lock\` (uv pip compile) from pyproject.toml."; \
@@ -73,11 +89,11 @@ lock: install ## Pin every package of the images in docker/requirements/ (uv pip
 		} > $(LOCK_DIR)/$$extras.txt; \
 	done
 
-wheels: install ## Put every package the images need into build/wheels/ (offline image builds)
+wheels: install ## [development] Put every package the images need into build/wheels/ (offline image builds)
 	$(BIN)/pip wheel -q -w build/wheels -r $(LOCK_DIR)/train.txt setuptools
 	rm -f build/wheels/sasrec-*.whl
 
-images: install ## Build the four step images (names from IMAGE_REGISTRY and IMAGE_TAG)
+images: install ## [docker] Build the four step images (names from IMAGE_REGISTRY and IMAGE_TAG)
 	mkdir -p build/wheels
 	@set -e; for step in $(IMAGE_STEPS); do \
 		extras=$$(case " $(TORCH_STEPS) " in *" $$step "*) echo train;; esac); \
@@ -91,31 +107,31 @@ images: install ## Build the four step images (names from IMAGE_REGISTRY and IMA
 	done
 	@docker images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep sasrec-
 
-push: install ## Push the four step images to IMAGE_REGISTRY
+push: install ## [docker] Push the four step images to IMAGE_REGISTRY
 	@test -n "$(IMAGE_REGISTRY)" || { echo "set IMAGE_REGISTRY, e.g. make push IMAGE_REGISTRY=ghcr.io/you"; exit 2; }
 	@set -e; for step in $(IMAGE_STEPS); do docker push $$($(BIN)/python -m components.images $$step); done
 
-compose-run: install ## Run the pipeline with docker compose (SOURCE, KCORE, HPARAMS; COMPOSE_GPU=1 for GPUs)
+compose-run: install ## [docker] Run the pipeline with docker compose (SOURCE, KCORE, HPARAMS; COMPOSE_GPU=1 for GPUs)
 	$(COMPOSE_ENV) $(COMPOSE) -p $(COMPOSE_PROJECT) $(COMPOSE_FILES) run --rm evaluate
 	@echo "MLflow UI: http://localhost:$(MLFLOW_PORT) (make compose-down stops it)"
 
-compose-down: ## Stop the compose services (the MLflow server); ARGS=--volumes also drops the data
+compose-down: ## [docker] Stop the compose services (the MLflow server); ARGS=--volumes also drops the data
 	$(COMPOSE_ENV) $(COMPOSE) -p $(COMPOSE_PROJECT) -f docker/compose.yaml down $(ARGS)
 
-run-docker: install ## Run the KFP pipeline with kfp.local.DockerRunner on the images, MLflow from compose
+run-docker: install ## [docker] Run the KFP pipeline with kfp.local.DockerRunner on the images, MLflow from compose
 	$(COMPOSE_ENV) $(COMPOSE) -p $(COMPOSE_PROJECT) -f docker/compose.yaml up -d mlflow
 	MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT) \
 		$(BIN)/sasrec run --runner docker --output-dir outputs/docker $(ARGS)
 	@echo "MLflow UI: http://localhost:$(MLFLOW_PORT) (make compose-down stops it)"
 
-submit: compile-pipeline ## Submit a run to Kubeflow: KFP_HOST, KFP_NAMESPACE, KFP_EXPERIMENT, KFP_RUN_NAME; ARGS="--param NAME=VALUE ..."
+submit: compile-pipeline ## [cluster] Submit a run to Kubeflow: KFP_HOST, KFP_NAMESPACE, KFP_EXPERIMENT, KFP_RUN_NAME; ARGS="--param NAME=VALUE ..."
 	$(BIN)/python -m pipelines.submit --package $(PIPELINE_YAML) $(ARGS)
 
-test-docker: install ## Build the images and run the pipeline in them on a real Docker engine (started when needed)
+test-docker: install ## [development] Build the images and run the pipeline in them on a real Docker engine (started when needed)
 	docker/with-engine.sh $(MAKE) wheels images test-docker-run
 
 test-docker-run: install
 	$(BIN)/pytest -m docker tests/docker $(PYTEST_ARGS)
 
-clean: ## Remove build outputs (keeps .venv)
+clean: ## [local] Remove build outputs (keeps .venv)
 	rm -rf build outputs local_outputs .pytest_cache .ruff_cache

@@ -14,15 +14,38 @@ from sasrec.local_run import RUNNERS
 from sasrec.tracking import DEFAULT_EXPERIMENT
 
 HPARAMS_HELP = "JSON object of hyperparameter overrides, e.g. '{\"max_epochs\": 50}'"
+SOURCE_HELP = (
+    "amazon2023:<Category> (the official raw reviews), amazon2023:<Category>:<0core|5core>"
+    "[/<split>] (the official benchmark files), an http(s)://, gs:// or s3:// URL, or a local "
+    "path, of a reviews JSONL(.gz), a benchmark CSV(.gz) or a SASRec .txt file"
+)
+
+
+class HelpWithDefaults(argparse.HelpFormatter):
+    """Help that ends each option with its default, unless it has none or already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text, default = action.help or "", action.default
+        no_default = default is None or default is False or default == []
+        if "default" in text or no_default or default is argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _command(
+    commands: argparse._SubParsersAction, name: str, summary: str, writes: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose help says what it does and what it writes."""
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=f"{summary[0].upper()}{summary[1:]}. Writes {writes}.",
+        formatter_class=HelpWithDefaults,
+    )
 
 
 def _add_source_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--source",
-        default=DEFAULT_SOURCE,
-        help="amazon2023:<Category>, an http(s), gs:// or s3:// URL or a local path to a reviews "
-        f"JSONL(.gz) or SASRec .txt file (default: {DEFAULT_SOURCE})",
-    )
+    parser.add_argument("--source", default=DEFAULT_SOURCE, help=SOURCE_HELP)
     parser.add_argument(
         "--amazon-base-url",
         default=None,
@@ -31,13 +54,17 @@ def _add_source_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_split_arg(parser: argparse.ArgumentParser) -> None:
+def _add_split_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kcore", type=int, default=5, help="minimum interactions per user and item; 0: no filter"
+    )
     parser.add_argument(
         "--split",
         choices=SPLITS,
         default="leave_one_out",
-        help="leave_one_out (default), or timestamp: the Amazon Reviews 2023 benchmark's cut "
-        "points (training before 2021-08-11, validation until 2022-07-16, then test)",
+        help="leave_one_out: each user's last item tests, the one before validates; timestamp: "
+        "the Amazon Reviews 2023 benchmark's cut points (training before 2021-08-11, "
+        "validation until 2022-07-16, then test)",
     )
 
 
@@ -47,14 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    download = commands.add_parser("download", help="fetch reviews, write interactions.parquet")
+    download = _command(
+        commands, "download", "fetch reviews into a cache and convert them",
+        "OUT/interactions.parquet (and OUT/item_titles.parquet with --with-metadata)",
+    )  # fmt: skip
     _add_source_args(download)
     download.add_argument("--out", required=True, type=Path, help="output directory")
     download.add_argument(
         "--cache-dir",
         type=Path,
         default=None,
-        help=f"where downloads are kept (default ${CACHE_DIR_ENV}, else "
+        help=f"where downloads are kept (default: ${CACHE_DIR_ENV}, else "
         "$XDG_CACHE_HOME/sasrec, else ~/.cache/sasrec)",
     )
     download.add_argument(
@@ -63,13 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="also fetch the category's item metadata: titles for reports (amazon2023 only)",
     )
 
-    sequences = commands.add_parser("sequences", help="build per-user sequences and splits")
-    sequences.add_argument("--interactions", required=True, type=Path, help="interactions.parquet")
-    sequences.add_argument("--out", required=True, type=Path, help="output directory")
+    sequences = _command(
+        commands, "sequences", "build per-user chronological sequences, item ids and splits",
+        "OUT/{train,valid,test,item_vocab}.parquet, stats.json and report.html",
+    )  # fmt: skip
     sequences.add_argument(
-        "--kcore", type=int, default=5, help="k-core filter, 0 disables (default 5)"
+        "--interactions", required=True, type=Path, help="interactions.parquet of `download`"
     )
-    _add_split_arg(sequences)
+    sequences.add_argument("--out", required=True, type=Path, help="output directory")
+    _add_split_args(sequences)
     sequences.add_argument(
         "--max-len",
         type=int,
@@ -78,63 +110,82 @@ def build_parser() -> argparse.ArgumentParser:
         "recommended back); the model's max_len hparam limits what it reads",
     )
 
-    train = commands.add_parser("train", help="train SASRec, log to MLflow")
+    train = _command(
+        commands, "train", "train SASRec, tracked in MLflow",
+        "the model directory OUT (model.pt, config.json, item_vocab.parquet, training.json) and "
+        "an MLflow run with the PyTorch model",
+    )  # fmt: skip
     train.add_argument("--sequences", required=True, type=Path, help="output of `sequences`")
     train.add_argument("--out", required=True, type=Path, help="model directory to write")
-    train.add_argument("--hparams", default="", help=HPARAMS_HELP)
+    train.add_argument("--hparams", default="", help=HPARAMS_HELP + " (default: the recipe)")
     train.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
-    train.add_argument("--run-name", default=None, help="MLflow run name")
+    train.add_argument("--run-name", default=None, help="MLflow run name (default: MLflow's)")
     train.add_argument(
-        "--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI)"
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
     )
     train.add_argument(
         "--checkpoint-dir",
         default=None,
         help="per-epoch checkpoint and MLflow run id, resumed by a rerun: a path, gs:// or "
-        "s3:// URI (default OUT.checkpoint)",
+        "s3:// URI (default: OUT.checkpoint)",
     )
     train.add_argument(
         "--gpus",
         type=int,
         default=0,
-        help="GPUs this job was given: fail at once unless CUDA can use them (default 0: "
-        "no check; hparams device cpu skips it)",
+        help="GPUs this job was given: fail at once unless CUDA can use them (0: no check; "
+        "hparams device cpu skips it)",
     )
     train.add_argument(
         "--nproc", type=int, default=1, help="data-parallel processes (one per GPU) via torchrun"
     )
-    train.add_argument("--register-as", default=None, help="register the MLflow model as NAME")
+    train.add_argument(
+        "--register-as",
+        default=None,
+        help="also register the MLflow model under this name (default: not registered)",
+    )
 
-    evaluate = commands.add_parser("evaluate", help="ranking metrics on the test users")
+    evaluate = _command(
+        commands, "evaluate", "rank each held-out item against the whole catalogue and 100 "
+        "sampled items, for the model and two baselines",
+        "OUT/metrics.json, OUT/breakdowns.csv and OUT/report.html, and the metrics to the "
+        "model's MLflow run",
+    )  # fmt: skip
     evaluate.add_argument("--model", required=True, type=Path, help="model directory")
     evaluate.add_argument("--sequences", required=True, type=Path, help="output of `sequences`")
-    evaluate.add_argument(
-        "--out", required=True, type=Path, help="directory for metrics.json and report.html"
-    )
+    evaluate.add_argument("--out", required=True, type=Path, help="output directory")
     evaluate.add_argument(
         "--include-history",
         action="store_true",
         help="rank history items too (default: they are excluded from the full-catalogue rank)",
     )
 
-    recommend = commands.add_parser(
-        "recommend", help="top-K items for a history, or for every user of a sequences dir"
-    )
+    recommend = _command(
+        commands, "recommend", "top-K unseen items for one history, or for every user",
+        "JSON to stdout (--history) or OUT/recommendations.parquet (--sequences)",
+    )  # fmt: skip
     recommend.add_argument("--model", required=True, type=Path, help="model directory")
     targets = recommend.add_mutually_exclusive_group(required=True)
     targets.add_argument("--history", nargs="+", metavar="ID", help="item ids, oldest first")
     targets.add_argument(
         "--sequences", type=Path, help="output of `sequences`: recommend for all its users"
     )
-    recommend.add_argument("--out", type=Path, help="with --sequences: directory to write")
-    recommend.add_argument("-k", type=int, default=10, help="items to recommend (default 10)")
+    recommend.add_argument(
+        "--out", type=Path, help="with --sequences: directory to write (no default: required)"
+    )
+    recommend.add_argument("-k", type=int, default=10, help="items to recommend per user")
 
-    run = commands.add_parser("run", help="run the whole KFP pipeline locally")
+    run = _command(
+        commands, "run", "run the whole KFP pipeline locally (KFP's local runner)",
+        "OUTPUT_DIR/model/, evaluation/ (report.html), metrics.json, recommendations.parquet "
+        "and the task artifacts under pipeline_root/",
+    )  # fmt: skip
     _add_source_args(run)
-    run.add_argument("--output-dir", type=Path, default=Path("outputs"))
-    run.add_argument("--kcore", type=int, default=5, help="k-core filter, 0 disables (default 5)")
-    run.add_argument("--hparams", default="", help=HPARAMS_HELP)
-    _add_split_arg(run)
+    run.add_argument("--output-dir", type=Path, default=Path("outputs"), help="output directory")
+    _add_split_args(run)
+    run.add_argument("--hparams", default="", help=HPARAMS_HELP + " (default: the recipe)")
     run.add_argument(
         "--with-metadata",
         action="store_true",
@@ -144,8 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--runner",
         choices=RUNNERS,
         default="subprocess",
-        help="subprocess: tasks in this Python (default); docker: tasks in the step images "
+        help="subprocess: tasks in this Python; docker: tasks in the step images "
         "(`make images`), logging to the MLflow server of $MLFLOW_TRACKING_URI",
+    )
+    run.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other pipeline parameter, checked against the compiled pipeline (JSON for "
+        "numbers, bools, dicts; text otherwise), e.g. recommendations_k=20; repeatable "
+        "(default: none, the pipeline's defaults)",
     )
     return parser
 
@@ -190,7 +250,7 @@ def dispatch(args: argparse.Namespace) -> object:
     }
     return run_pipeline_locally(
         args.source, args.output_dir, parse_hparams(args.hparams), pipeline_args,
-        args.amazon_base_url, args.runner,
+        args.amazon_base_url, args.runner, args.param,
     )  # fmt: skip
 
 

@@ -5,6 +5,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -55,6 +56,11 @@ SECRET_VARIABLES = (
 )  # fmt: skip
 MLFLOW_SERVER_WAIT_SECONDS = 90.0
 OUTPUT_FOLDERS = {"model": TRAIN_STEP, "evaluation": EVALUATE_STEP}  # in the output dir
+PARAMETERS_WITH_FLAGS = {  # pipeline parameter -> how `sasrec run` sets it
+    "source": "--source", "amazon_base_url": "--amazon-base-url", "hparams": "--hparams",
+    "kcore": "--kcore", "split": "--split", "with_item_titles": "--with-metadata",
+    "mlflow_tracking_uri": "$MLFLOW_TRACKING_URI",
+}  # fmt: skip
 
 
 def run_pipeline_locally(
@@ -64,6 +70,7 @@ def run_pipeline_locally(
     pipeline_args: dict[str, Any] | None = None,
     amazon_base_url: str | None = None,
     runner: str = "subprocess",
+    params: list[str] | None = None,
 ) -> dict[str, Any]:
     """Compile the pipeline, run it with one of `kfp.local`'s runners, collect its outputs.
 
@@ -74,6 +81,10 @@ def run_pipeline_locally(
     its step's image (`make images`) on the host's network, so that it reaches an MLflow
     server and a source on 127.0.0.1. Afterwards the model is copied to `output_dir/model/`
     and the metrics to `output_dir/metrics.json`.
+
+    `params` sets any other pipeline parameter as `NAME=VALUE`, typed and checked against
+    the compiled pipeline as `make submit` does; a parameter with a flag of its own (or
+    the tracking URI, which comes from the environment) is refused.
 
     Returns:
         The evaluation metrics.
@@ -92,6 +103,7 @@ def run_pipeline_locally(
     for file in resolve_source_files(source, amazon_base_url):
         if not is_remote(file.location):
             detect_format(file.location, Path(file.location))
+    extra_args = _parameter_arguments(params or [])
     pipeline_yaml = compile_pipeline(output_dir / "sasrec_pipeline.yaml")
     pipeline = components.load_component_from_file(str(_without_retries(pipeline_yaml)))
     pipeline_root = output_dir / "pipeline_root"
@@ -111,7 +123,7 @@ def run_pipeline_locally(
             amazon_base_url=amazon_2023_base_url(amazon_base_url),
             hparams=dataclasses.asdict(hparams),
             mlflow_tracking_uri=tracking_uri,
-            **(LOCAL_PIPELINE_ARGS | (pipeline_args or {})),
+            **(LOCAL_PIPELINE_ARGS | (pipeline_args or {}) | extra_args),
         )
     except RuntimeError as err:  # kfp.local raises it when a task fails
         raise SASRecError(_failure_message(str(err))) from err
@@ -131,6 +143,29 @@ def run_pipeline_locally(
         output_dir / "evaluation" / REPORT_FILE,
     )
     return metrics
+
+
+def _parameter_arguments(params: list[str]) -> dict[str, Any]:
+    """`--param NAME=VALUE` strings as pipeline arguments, checked against the compiled spec.
+
+    Raises:
+        SASRecError: for an unknown name, a value of the wrong type, or a parameter that
+            has a flag of its own.
+    """
+    if not params:
+        return {}
+    from pipelines.compile import compile_pipeline
+    from pipelines.submit import SubmitError, parse_arguments, pipeline_parameters
+
+    with tempfile.TemporaryDirectory() as scratch:  # nothing is written before the check
+        parameters = pipeline_parameters(compile_pipeline(Path(scratch) / "pipeline.yaml"))
+    try:
+        arguments = parse_arguments(params, parameters)
+    except SubmitError as err:
+        raise SASRecError(str(err)) from err
+    for name in arguments.keys() & PARAMETERS_WITH_FLAGS:
+        raise SASRecError(f"--param {name}: set it with {PARAMETERS_WITH_FLAGS[name]} instead")
+    return arguments
 
 
 def _without_retries(pipeline_yaml: Path) -> Path:

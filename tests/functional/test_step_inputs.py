@@ -178,6 +178,15 @@ CASES = [
     *((("recommend", *case), name) for name, case in MODEL_CASES.items()),
     (("run", ["--output-dir", "{w}/notes.txt"], ["notes.txt is a file"]), "output is a file"),
     (("run", ["--hparams", '{"lr": NaN}'], ["hparam lr=nan is out of range"]), "NaN lr"),
+    *(
+        (("run", ["--output-dir", "{w}/new_output", "--param", param], [message]), name)
+        for name, param, message in (
+            ("unknown param", "epochs=3", "--param epochs: the pipeline has no such parameter"),
+            ("param of a flag", "kcore=3", "--param kcore: set it with --kcore instead"),
+            ("param type", "recommendations_k=many", "--param recommendations_k=many: not valid"),
+            ("param form", "recommendations_k", "expected NAME=VALUE"),
+        )
+    ),
 ]
 DEFAULT_OUT = {"sequences": "--out", "train": "--out", "evaluate": "--out", "recommend": "--out"}
 

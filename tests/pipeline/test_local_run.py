@@ -25,7 +25,7 @@ def test_run_from_an_amazon_mirror_logs_one_mlflow_run(
     env = os.environ | {"SASREC_AMAZON_BASE_URL": base_url, "HOME": str(tmp_path / "home")}
     command = [sys.executable, "-m", "sasrec.cli", "run", "--kcore", "0"]
     result = subprocess.run(
-        [*command, "--hparams", json.dumps(hparams)],
+        [*command, "--hparams", json.dumps(hparams), "--param", "recommendations_k=4"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -46,7 +46,7 @@ def test_run_from_an_amazon_mirror_logs_one_mlflow_run(
     recommendations = pl.read_parquet(tmp_path / "outputs" / "recommendations.parquet")
     vocab = pl.read_parquet(model_dir / "item_vocab.parquet")
     assert recommendations["item_id"].is_in(vocab["item_id"].implode()).all()
-    assert recommendations.group_by("user_id").len()["len"].max() == 10
+    assert recommendations.group_by("user_id").len()["len"].max() == 4  # --param reached it
 
     client = MlflowClient(mlflow_uri)
     (experiment,) = [e for e in client.search_experiments() if e.name == "sasrec"]
