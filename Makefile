@@ -16,7 +16,7 @@ PIPELINE_YAML ?= build/sasrec_pipeline.yaml
 LOCK_DIR := docker/requirements
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-long lint format compile-pipeline clean wheels images push lock \
+.PHONY: help install run smoke test test-long lint format compile-pipeline clean wheels images push lock \
 	compose-run compose-down run-docker submit test-servers test-docker test-docker-run
 
 help: ## [local] List the targets by group, and the variables they read
@@ -40,6 +40,13 @@ $(VENV)/.installed: pyproject.toml $(LOCK_DIR)/train.txt
 
 run: install ## [local] Run the whole pipeline locally (KFP local runner) into outputs/; ARGS="..." adds flags
 	$(BIN)/sasrec run --output-dir outputs $(ARGS)
+
+SMOKE_DIR := build/smoke
+smoke: install ## [local] A two-minute end-to-end run on 50,000 synthetic reviews (no download) into outputs/smoke/
+	$(BIN)/python bench/synthetic_reviews.py --out $(SMOKE_DIR)/Video_Games.jsonl.gz \
+		--reviews 50000 --users 5000 --items 2000
+	$(BIN)/sasrec run --source $(SMOKE_DIR)/Video_Games.jsonl.gz --kcore 2 --output-dir outputs/smoke \
+		--hparams '{"max_epochs": 5, "eval_every": 1}' $(ARGS)
 
 test: install ## [development] Run the tests (Docker, MLflow-server, long multi-process and GPU tests are opt-in markers)
 	$(BIN)/pytest -m "not docker and not gpu and not server and not long" $(PYTEST_ARGS)

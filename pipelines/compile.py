@@ -1,5 +1,6 @@
 """Compile the pipeline to YAML: `python -m pipelines.compile [OUT]`."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -18,5 +19,18 @@ def compile_pipeline(out_path: str | Path = DEFAULT_OUTPUT) -> Path:
     return out_path
 
 
+def registry_warning() -> str | None:
+    """What to tell a user whose pipeline names local images, which no cluster can pull."""
+    if os.environ.get("IMAGE_REGISTRY"):
+        return None
+    return (
+        "warning: IMAGE_REGISTRY is empty, so the pipeline names local images (sasrec-train:"
+        "<version>) that a cluster cannot pull; for a cluster, compile with "
+        "IMAGE_REGISTRY=<the registry you pushed to>"
+    )
+
+
 if __name__ == "__main__":
+    if warning := registry_warning():
+        print(warning, file=sys.stderr)
     print(compile_pipeline(*sys.argv[1:2]))
