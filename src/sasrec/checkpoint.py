@@ -3,6 +3,7 @@
 import dataclasses
 import io
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,12 @@ from sasrec.model import SASRec, SASRecConfig
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 TRAINING_FILE = "training.json"
+
+
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether every floating-point tensor holds only finite values (one host sync)."""
+    checks = [tensor.isfinite().all() for tensor in tensors if tensor.is_floating_point()]
+    return bool(torch.stack(checks).all()) if checks else True
 
 
 def save_model_dir(
@@ -35,7 +42,7 @@ def save_model_dir(
         SASRecError: when a weight is not finite: such a model is never written.
     """
     state = {name: tensor.cpu() for name, tensor in model.state_dict().items()}
-    if not all(tensor.isfinite().all() for tensor in state.values() if tensor.is_floating_point()):
+    if not all_finite(state.values()):
         raise SASRecError(f"the trained model has non-finite weights: {out_dir} not written")
     with atomic_dir(out_dir, schema.TRAIN_STEP) as tmp:
         torch.save(state, tmp / WEIGHTS_FILE)
@@ -64,7 +71,7 @@ def load_model_dir(model_dir: str | Path, device: torch.device) -> SASRec:
         raise SASRecError(
             f"{what} ({type(err).__name__}: {err}); give the output of `sasrec train`"
         ) from err
-    if not all(tensor.isfinite().all() for tensor in state.values() if tensor.is_floating_point()):
+    if not all_finite(state.values()):
         raise SASRecError(f"{model_dir} holds non-finite weights; train the model again")
     return model.to(device).eval()
 

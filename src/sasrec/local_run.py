@@ -92,6 +92,7 @@ def run_pipeline_locally(
     from kfp import components, local
 
     from pipelines.compile import compile_pipeline
+    from pipelines.submit import pipeline_parameters
 
     # Expected here: display names and step images only matter on a cluster.
     warnings.filterwarnings("ignore", message=r"Task '[\w-]+': settings .* have no effect")
@@ -103,8 +104,11 @@ def run_pipeline_locally(
     for file in resolve_source_files(source, amazon_base_url):
         if not is_remote(file.location):
             detect_format(file.location, Path(file.location))
-    extra_args = _parameter_arguments(params or [])
-    pipeline_yaml = compile_pipeline(output_dir / "sasrec_pipeline.yaml")
+    with tempfile.TemporaryDirectory() as scratch:  # nothing is written before the checks
+        compiled = compile_pipeline(Path(scratch) / "sasrec_pipeline.yaml")
+        extra_args = _parameter_arguments(params or [], pipeline_parameters(compiled))
+        output_dir.mkdir(parents=True, exist_ok=True)
+        pipeline_yaml = Path(shutil.copy(compiled, output_dir / compiled.name))
     pipeline = components.load_component_from_file(str(_without_retries(pipeline_yaml)))
     pipeline_root = output_dir / "pipeline_root"
     pipeline_root.mkdir(parents=True, exist_ok=True)
@@ -145,20 +149,17 @@ def run_pipeline_locally(
     return metrics
 
 
-def _parameter_arguments(params: list[str]) -> dict[str, Any]:
-    """`--param NAME=VALUE` strings as pipeline arguments, checked against the compiled spec.
+def _parameter_arguments(params: list[str], parameters: dict[str, str]) -> dict[str, Any]:
+    """`--param NAME=VALUE` strings as pipeline arguments, checked against `parameters`.
+
+    `parameters` are the compiled pipeline's names and types (`pipeline_parameters`).
 
     Raises:
         SASRecError: for an unknown name, a value of the wrong type, or a parameter that
             has a flag of its own.
     """
-    if not params:
-        return {}
-    from pipelines.compile import compile_pipeline
-    from pipelines.submit import SubmitError, parse_arguments, pipeline_parameters
+    from pipelines.submit import SubmitError, parse_arguments
 
-    with tempfile.TemporaryDirectory() as scratch:  # nothing is written before the check
-        parameters = pipeline_parameters(compile_pipeline(Path(scratch) / "pipeline.yaml"))
     try:
         arguments = parse_arguments(params, parameters)
     except SubmitError as err:

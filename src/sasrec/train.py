@@ -19,7 +19,7 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from sasrec import distributed, storage
-from sasrec.checkpoint import load_checkpoint, save_checkpoint, save_model_dir
+from sasrec.checkpoint import all_finite, load_checkpoint, save_checkpoint, save_model_dir
 from sasrec.config import HParams
 from sasrec.data import schema
 from sasrec.device import resolve_device
@@ -137,11 +137,6 @@ def validate(model: SASRec, valid: pl.DataFrame) -> dict[str, float]:
         model.eval(), valid, config.num_items, config.max_len, num_sampled=0, device=device
     )
     return ranks.metrics(prefix="val_", ks=(10,))
-
-
-def all_finite(model: torch.nn.Module) -> bool:
-    """Whether every weight of `model` is finite (one host sync)."""
-    return bool(torch.stack([p.isfinite().all() for p in model.parameters()]).all())
 
 
 @dataclass
@@ -443,7 +438,7 @@ def _train_one_epoch(training: Training, epoch: int) -> dict[str, float]:
             f"({hparams.max_len}){_kept(training)}"
         ) from err
     problem = None if math.isfinite(loss) else f"the training loss became {loss}"
-    if problem is None and not all_finite(state.evaluated_model):
+    if problem is None and not all_finite(state.evaluated_model.parameters()):
         problem = "the weights became non-finite"
     if problem:
         raise SASRecError(
