@@ -78,7 +78,7 @@ def main() -> None:
     device = torch.device(args.device)
     work = Path(tempfile.mkdtemp(prefix="bench_scoring_"))
     synthetic_sequences(work / "seq", args.users, args.items)
-    hparams = HParams(hidden_size=args.hidden_size)
+    hparams = HParams(hidden_size=args.hidden_size, dropout=0.0)  # scoring: dropout is off
     model = SASRec(model_config(args.items, hparams))
     save_model_dir(model, work / "seq", {}, work / "model")
     model = model.to(device).eval()

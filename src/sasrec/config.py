@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +20,10 @@ class HParams:
 
     The defaults are the best recipe measured on the SASRec paper's Games data within 10
     minutes of a 2-core CPU (docs/benchmarks.md): the paper's depth, heads and max_len;
-    softmax over 1,024 sampled items instead of BCE with one, wider, more dropout, bigger
-    batches, a moving average of the weights. The paper's own settings: {"loss": "bce",
+    softmax over 1,024 sampled items instead of BCE with one, wider, bigger batches, a
+    moving average of the weights, and dropout chosen from the data's density: 0.7 on
+    sparse data like the paper's, down to 0.2 on dense data (`sasrec.train.dropout_for_data`,
+    the quality matrix in docs/benchmarks.md). The paper's own settings: {"loss": "bce",
     "num_negatives": 1, "hidden_size": 50, "dropout": 0.5, "batch_size": 128, "lr": 0.001,
     "max_epochs": 200, "ema_decay": 0}. On a GPU, {"loss": "ce", "compile": true}.
     """
@@ -29,7 +32,7 @@ class HParams:
     hidden_size: int = 64
     num_blocks: int = 2
     num_heads: int = 1
-    dropout: float = 0.7  # raises the paper's sampled metric; see docs/benchmarks.md
+    dropout: float | None = None  # None: from the data's density (`dropout_for_data`)
     batch_size: int = 256
     lr: float = 0.002
     lr_schedule: str = "constant"  # cosine: from lr down to 0 over max_epochs, set per epoch
@@ -53,6 +56,8 @@ class HParams:
             )
         for name, (low, high, high_included) in FLOAT_RANGES.items():
             value = getattr(self, name)
+            if value is None:  # chosen from the data when training starts
+                continue
             inside = (
                 math.isfinite(value)
                 and low <= value
@@ -118,10 +123,12 @@ def parse_hparams(overrides: str | dict[str, Any] | None) -> HParams:
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise SASRecError(f"unknown hparams {', '.join(unknown)}; valid keys: {', '.join(fields)}")
-    defaults = HParams()
     values = {}
     for name, value in overrides.items():
-        expected = type(getattr(defaults, name))
+        expected, *optional = typing.get_args(fields[name].type) or (fields[name].type,)
+        if optional and value is None:  # `float | None`: None asks for the data's choice
+            values[name] = None
+            continue
         # JSON and KFP's protobuf Struct have one number type: accept 1 for a float field and
         # 2.0 for an int field, never 1.5 for an int field.
         is_number = isinstance(value, int | float) and not isinstance(value, bool)

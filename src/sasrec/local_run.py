@@ -125,7 +125,8 @@ def run_pipeline_locally(
         run = pipeline(
             source=source,
             amazon_base_url=amazon_2023_base_url(amazon_base_url),
-            hparams=dataclasses.asdict(hparams),
+            # KFP parameters cannot hold None: a field left to the data is left out.
+            hparams={k: v for k, v in dataclasses.asdict(hparams).items() if v is not None},
             mlflow_tracking_uri=tracking_uri,
             **(LOCAL_PIPELINE_ARGS | (pipeline_args or {}) | extra_args),
         )

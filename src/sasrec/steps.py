@@ -177,7 +177,7 @@ def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training"
         else:
             storage.write_bytes(json.dumps({"run_id": run_id}).encode(), run_file)
             tracking.log_params(
-                dataclasses.asdict(job.hparams)
+                dataclasses.asdict(training.hparams)  # with the dropout chosen for the data
                 | {f"data_{k}": v for k, v in sequences.stats.items()}
                 | code_version
             )

@@ -101,7 +101,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(
 def test_weight_average_is_the_warmed_up_moving_average_of_the_weights_after_each_step(
     sequences_dir,
 ):
-    hparams = parse_hparams(HPARAMS | {"ema_decay": 0.3})
+    hparams = parse_hparams(HPARAMS | {"ema_decay": 0.3, "dropout": 0.7})
     train = pl.read_parquet(sequences_dir / schema.TRAIN_FILE)
     num_items = read_json(sequences_dir / schema.STATS_FILE)["num_items"]
     sequences, lengths = training_tensors(train, hparams.max_len)
@@ -145,7 +145,7 @@ def test_trained_models_start_from_the_log_count_item_bias(tmp_path):
     num_items = read_json(sequences_dir / schema.STATS_FILE)["num_items"]
     expected = log_popularity(train, num_items)
     assert expected.max() - expected.min() > 0.5  # counts differ, so a start at 0 would fail
-    model = initial_model(train, num_items, parse_hparams(HPARAMS))
+    model = initial_model(train, num_items, parse_hparams(HPARAMS | {"dropout": 0.5}))
     torch.testing.assert_close(model.item_bias.detach(), expected)
     # train_sasrec starts there too: with a learning rate too small to move it, it ends there.
     hparams = parse_hparams(HPARAMS | {"lr": 1e-12})
@@ -286,6 +286,10 @@ def test_mlflow_pytorch_model_loads_and_scores_like_the_artifact(
     run = mlflow.get_run(run_id)
     assert len(run.data.tags["data_fingerprint"]) == 64
     assert run.data.params["code_version"] and run.data.params["git_commit"]
+    # No dropout asked for: the one chosen from the data is logged, kept and used.
+    chosen = json.loads((tmp_path / "model" / "training.json").read_text())["hparams"]["dropout"]
+    assert 0.2 <= chosen <= 0.7 and run.data.params["dropout"] == str(chosen)
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["dropout"] == chosen
     version = mlflow.MlflowClient().get_latest_versions("sasrec-games")[0]
     assert version.run_id == run_id
     loaded = mlflow.pytorch.load_model(f"models:/sasrec-games/{version.version}")

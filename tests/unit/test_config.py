@@ -1,10 +1,11 @@
 import re
 
 import pytest
+import torch
 
 from sasrec.config import HParams, parse_hparams
 from sasrec.errors import SASRecError
-from sasrec.train import learning_rate
+from sasrec.train import dropout_for_data, learning_rate
 
 
 def test_defaults_and_the_papers_settings_one_override_away():
@@ -82,3 +83,27 @@ def test_cosine_schedule_by_hand():
     assert [learning_rate(cosine, e) for e in (1, 2, 3, 4)] == pytest.approx(expected)
     constant = parse_hparams({"lr": 0.004, "max_epochs": 4})
     assert [learning_rate(constant, e) for e in (1, 4)] == [0.004, 0.004]
+
+
+def test_dropout_null_asks_for_the_data_and_other_types_are_refused():
+    assert parse_hparams('{"dropout": null}').dropout is None
+    assert parse_hparams('{"dropout": 0}').dropout == 0.0
+    with pytest.raises(SASRecError, match=re.escape("dropout='0.2' must be of type float")):
+        parse_hparams({"dropout": "0.2"})
+    with pytest.raises(SASRecError, match="max_epochs=None must be of type int"):
+        parse_hparams('{"max_epochs": null}')
+
+
+def test_dropout_follows_the_training_targets_per_item():
+    def dropout(targets_per_item: float) -> float:
+        # 100 items; sequences of 11 items give 10 targets each.
+        lengths = torch.full((int(targets_per_item * 10),), 11)
+        return dropout_for_data(lengths, num_items=100)
+
+    assert dropout(2) == dropout(10) == 0.7  # sparse, as the paper's Games data (8.2)
+    assert dropout(30) == dropout(300) == 0.2  # dense, as MovieLens-100K within max_len
+    middle = [dropout(t) for t in (12, 15, 20, 25)]
+    assert middle == sorted(middle, reverse=True) and 0.2 < min(middle) < max(middle) < 0.7
+    # Log-linear: the geometric mean of 10 and 30 sits halfway.
+    assert dropout_for_data(torch.full((173,), 11), 100) == pytest.approx(0.45, abs=0.01)
+    assert dropout_for_data(torch.tensor([1, 1]), 100) == 0.7  # no target at all
