@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from sasrec.evaluate import full_catalogue_ranks, sample_unseen_items
@@ -92,3 +93,18 @@ def test_popularity_sampled_negatives_follow_the_weights_and_skip_seen_items():
     assert 0.9 < counts[4] / 4000 < 0.98
     again = sample_unseen_items(seen, 5, 4000, torch.Generator().manual_seed(1), weights)
     assert torch.equal(samples, again)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_rank_of_targets_equals_a_plain_count_with_ties_infinities_and_nans(dtype):
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randint(-3, 4, (64, 3000), generator=generator).to(dtype)  # many ties
+    scores[torch.rand(scores.shape, generator=generator) < 0.05] = float("-inf")
+    scores[torch.rand(scores.shape, generator=generator) < 0.01] = float("nan")
+    targets = torch.randint(0, 3000, (64,), generator=generator)
+    expected = []
+    for row, target in zip(scores.tolist(), targets.tolist(), strict=True):
+        mine = row[target]
+        above = sum(score >= mine for score in row)  # NaN compares false
+        expected.append(len(row) - 1 if math.isnan(mine) else above - 1)
+    assert rank_of_targets(scores, targets).tolist() == expected
