@@ -117,7 +117,7 @@ def log_popularity(train: pl.DataFrame, num_items: int) -> torch.Tensor:
 
 # Dropout against the data's density, in training targets per item: the paper's Games data
 # (7.7 per item) and Wikipedia edits (6.2) gain most with heavy dropout, MovieLens-100K (23)
-# and bigram chains (30-40) with light; the quality matrix in docs/benchmarks.md.
+# and bigram chains (30-120) with light; the quality matrix in docs/benchmarks.md.
 SPARSE, DENSE = (10.0, 0.7), (30.0, 0.2)  # (targets per item, dropout)
 
 

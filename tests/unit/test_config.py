@@ -100,8 +100,8 @@ def test_dropout_follows_the_training_targets_per_item():
         lengths = torch.full((int(targets_per_item * 10),), 11)
         return dropout_for_data(lengths, num_items=100)
 
-    assert dropout(2) == dropout(10) == 0.7  # sparse, as the paper's Games data (8.2)
-    assert dropout(30) == dropout(300) == 0.2  # dense, as MovieLens-100K within max_len
+    assert dropout(2) == dropout(10) == 0.7  # sparse, as the paper's Games data (7.7)
+    assert dropout(30) == dropout(300) == 0.2  # dense, as the bigram chains (30-120)
     middle = [dropout(t) for t in (12, 15, 20, 25)]
     assert middle == sorted(middle, reverse=True) and 0.2 < min(middle) < max(middle) < 0.7
     # Log-linear: the geometric mean of 10 and 30 sits halfway.
