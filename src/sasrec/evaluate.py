@@ -14,6 +14,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 NUM_SAMPLED_NEGATIVES = 100  # the paper's protocol
 SAMPLING_SEED = 2018
 TOP_K = 10  # recommendations kept per user: coverage, popularity of what is recommended
+SAMPLING_BLOCK = 1024  # users per draw of the sampled protocols' negatives
 _SEEN = "_seen"  # a held-out frame's column of all its user's items
 
 # Scores every item as the next one: (B, L) item indices, left-padded -> (B, N + 1).
@@ -137,7 +139,7 @@ def rank_held_out(
     num_sampled: int = NUM_SAMPLED_NEGATIVES,
     exclude_history: bool = True,
     device: torch.device | str = "cpu",
-    batch_size: int = 1024,
+    batch_size: int = 256,
     seed: int = SAMPLING_SEED,
     seen: pl.Series | None = None,
 ) -> HeldOutRanks:
@@ -152,60 +154,64 @@ def rank_held_out(
         num_sampled: Negatives of the sampled protocols; 0 skips them.
         exclude_history: Exclude the user's history items from the full-catalogue ranking.
         device: Where scores are computed.
-        batch_size: Users scored at once.
+        batch_size: Users scored at once, at most SAMPLING_BLOCK. 256 keeps a batch's
+            (B, N + 1) scores of a 25K-item catalogue under glibc's 32 MB mmap threshold,
+            so they reuse memory instead of page-faulting fresh pages in for every batch.
         seed: Seed of the negative samples (uniform and popularity draws use their own).
         seen: Per row of `held_out`, all the items of its user (also later ones): sampled
             negatives avoid them. None: the row's history and target.
     """
     uniform_generator = torch.Generator().manual_seed(seed)
     popularity_generator = torch.Generator().manual_seed(seed + 1)
+    weights = None if popularity is None else popularity.double() + 1.0  # every item drawable
     # Score users in order of history length so each batch is only as wide as its longest
     # history (most are short), then put the results back in the frame's order.
     if seen is not None:
         held_out = held_out.with_columns(seen.alias(_SEEN))
     order = held_out[schema.HISTORY].list.len().arg_sort().to_numpy(writable=True)
     by_length = held_out[order]
-    full, sampled, popsampled, top_items = [], [], [], []
-    for batch in by_length.iter_slices(batch_size):
-        history = pad_left(batch[schema.HISTORY])  # (B, S) the whole history, for exclusion
-        targets = torch.from_numpy(batch[schema.TARGET].to_numpy(writable=True)).long()  # (B,)
-        scores = scorer(history[:, -max_len:].to(device)).float()  # (B, N + 1)
+    ranks: dict[str, list[torch.Tensor]] = {"full": [], "sampled": [], "popsampled": []}
+    top_items = []
+    # Negatives are drawn per block of SAMPLING_BLOCK users, so the scoring batch size
+    # does not change them; scores are computed per batch_size users within a block.
+    for block in by_length.iter_slices(SAMPLING_BLOCK):
+        history = pad_left(block[schema.HISTORY])  # (B, S) the whole history, for exclusion
+        targets = torch.from_numpy(block[schema.TARGET].to_numpy(writable=True)).long()  # (B,)
+        candidates = {}  # per sampled protocol: (B, 1 + num_sampled), the target first
         if num_sampled:
-            if seen is None:
-                user_items = torch.cat([history, targets.unsqueeze(1)], dim=1)
-            else:
-                user_items = pad_left(batch[_SEEN])
-            sampled.append(
-                _sampled_ranks(
-                    scores, targets, user_items, num_items, num_sampled, uniform_generator
-                )
+            user_items = (
+                torch.cat([history, targets.unsqueeze(1)], dim=1)
+                if seen is None
+                else pad_left(block[_SEEN])
             )
-            if popularity is not None:
-                popsampled.append(
-                    _sampled_ranks(
-                        scores,
-                        targets,
-                        user_items,
-                        num_items,
-                        num_sampled,
-                        popularity_generator,
-                        popularity.double() + 1.0,  # add-one: every unseen item can be drawn
-                    )
-                )
-        excluded = history.to(device) if exclude_history else None
-        full.append(full_catalogue_ranks(scores, excluded, targets.to(device)).cpu())
-        top_items.append(scores.topk(min(TOP_K, num_items), dim=1).indices.cpu())
+            draw = partial(_candidates, targets, user_items, num_items, num_sampled)
+            candidates["sampled"] = draw(uniform_generator)
+            if weights is not None:
+                candidates["popsampled"] = draw(popularity_generator, weights)
+        for start in range(0, block.height, batch_size):
+            rows = slice(start, start + batch_size)
+            scores = scorer(history[rows, -max_len:].to(device)).float()  # (b, N + 1)
+            for protocol, protocol_candidates in candidates.items():
+                ranks[protocol].append(_ranks_among(scores, protocol_candidates[rows]))
+            excluded = history[rows].to(device) if exclude_history else None
+            ranks["full"].append(
+                full_catalogue_ranks(scores, excluded, targets[rows].to(device)).cpu()
+            )
+            top_items.append(scores.topk(min(TOP_K, num_items), dim=1).indices.cpu())
     restore = torch.from_numpy(order).long()
+
+    def restored(values: list[torch.Tensor]) -> torch.Tensor | None:
+        return _unsort(torch.cat(values), restore) if values else None
+
     return HeldOutRanks(
-        full=_unsort(torch.cat(full), restore),
-        sampled=_unsort(torch.cat(sampled), restore) if sampled else None,
-        popsampled=_unsort(torch.cat(popsampled), restore) if popsampled else None,
-        top_items=_unsort(torch.cat(top_items), restore),
+        full=restored(ranks["full"]),
+        sampled=restored(ranks["sampled"]),
+        popsampled=restored(ranks["popsampled"]),
+        top_items=restored(top_items),
     )
 
 
-def _sampled_ranks(
-    scores: torch.Tensor,
+def _candidates(
     targets: torch.Tensor,
     seen: torch.Tensor,
     num_items: int,
@@ -213,10 +219,15 @@ def _sampled_ranks(
     generator: torch.Generator,
     weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Rank of each target among `num_sampled` negatives the user has not seen: (B,)."""
+    """(B, 1 + num_sampled): each target, then `num_sampled` items its user has not seen."""
     negatives = sample_unseen_items(seen, num_items, num_sampled, generator, weights)
-    candidates = torch.cat([targets.unsqueeze(1), negatives], dim=1).to(scores.device)
-    zeros = torch.zeros(len(targets), dtype=torch.long, device=scores.device)
+    return torch.cat([targets.unsqueeze(1), negatives], dim=1)
+
+
+def _ranks_among(scores: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """(B,) rank of each row's first candidate (its target) among its candidates."""
+    candidates = candidates.to(scores.device)
+    zeros = torch.zeros(len(candidates), dtype=torch.long, device=scores.device)
     return rank_of_targets(scores.gather(1, candidates), zeros).cpu()
 
 

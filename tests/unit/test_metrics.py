@@ -1,9 +1,11 @@
 import math
 
+import polars as pl
 import pytest
 import torch
 
-from sasrec.evaluate import full_catalogue_ranks, sample_unseen_items
+from sasrec.data import schema
+from sasrec.evaluate import full_catalogue_ranks, rank_held_out, sample_unseen_items
 from sasrec.metrics import hit_at_k, ndcg_at_k, rank_of_targets, ranking_metrics
 
 
@@ -108,3 +110,33 @@ def test_rank_of_targets_equals_a_plain_count_with_ties_infinities_and_nans(dtyp
         above = sum(score >= mine for score in row)  # NaN compares false
         expected.append(len(row) - 1 if math.isnan(mine) else above - 1)
     assert rank_of_targets(scores, targets).tolist() == expected
+
+
+def test_the_scoring_batch_size_changes_no_rank_top_item_or_sampled_negative():
+    # 2,500 users: three blocks of sampled negatives, scored 7, 256 or 1,024 at a time.
+    num_items, generator = 60, torch.Generator().manual_seed(1)
+    lengths = torch.randint(1, 9, (2500,), generator=generator).tolist()
+    held_out = pl.DataFrame(
+        {
+            "user_id": [f"u{n}" for n in range(2500)],
+            "history": [
+                torch.randperm(num_items, generator=generator)[:n].add(1).tolist() for n in lengths
+            ],
+            "target": torch.randint(1, num_items + 1, (2500,), generator=generator).tolist(),
+        },
+        schema=schema.HELD_OUT_SCHEMA,
+    )
+    embeddings = torch.randn(num_items + 1, 8, generator=generator)
+
+    def scorer(histories: torch.Tensor) -> torch.Tensor:  # (B, L) -> (B, N + 1)
+        return embeddings[histories].sum(1) @ embeddings.T
+
+    popularity = torch.arange(num_items + 1).double()
+    results = [
+        rank_held_out(scorer, held_out, num_items, 50, popularity, batch_size=size)
+        for size in (7, 256, 1024)
+    ]
+    for other in results[1:]:
+        for field in ("full", "sampled", "popsampled", "top_items"):
+            assert torch.equal(getattr(results[0], field), getattr(other, field)), field
+    assert not torch.equal(results[0].sampled, results[0].popsampled)  # two draws
