@@ -15,7 +15,6 @@ Prints Markdown table rows for docs/benchmarks.md.
 """
 
 import argparse
-import dataclasses
 import random
 import resource
 import tempfile
@@ -33,7 +32,7 @@ from sasrec.config import parse_hparams
 from sasrec.data import schema
 from sasrec.losses import NextItemObjective, gbce_beta
 from sasrec.model import SASRec
-from sasrec.train import dropout_for_data, model_config, train_epoch, training_tensors
+from sasrec.train import model_config, train_epoch, training_tensors, with_data_dropout
 
 # The paper's Games settings, which the reference implements.
 PAPER_GAMES = (
@@ -148,8 +147,7 @@ def sasrec_epoch(
     """Sequences per second of one epoch of `sasrec.train.train_epoch`, and its loss."""
     hparams = parse_hparams(overrides)
     sequences, lengths = training_tensors(train, hparams.max_len)
-    if hparams.dropout is None:
-        hparams = dataclasses.replace(hparams, dropout=dropout_for_data(lengths, num_items))
+    hparams = with_data_dropout(hparams, lengths, num_items)
     torch.manual_seed(hparams.seed)
     model = SASRec(model_config(num_items, hparams)).to(device)
     beta = gbce_beta(hparams.num_negatives, num_items, hparams.gbce_t)

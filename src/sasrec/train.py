@@ -133,6 +133,13 @@ def dropout_for_data(lengths: torch.Tensor, num_items: int) -> float:
     return round(sparse_dropout + share * (dense_dropout - sparse_dropout), 3)
 
 
+def with_data_dropout(hparams: HParams, lengths: torch.Tensor, num_items: int) -> HParams:
+    """`hparams` with the dropout chosen for the data when they leave it to the data (None)."""
+    if hparams.dropout is not None:
+        return hparams
+    return dataclasses.replace(hparams, dropout=dropout_for_data(lengths, num_items))
+
+
 def data_fingerprint(sequences: torch.Tensor, valid: pl.DataFrame, num_items: int) -> str:
     """sha256 of what a run depends on: training sequences, validation examples, catalogue.
 
@@ -345,9 +352,8 @@ def start_training(
     sequences, lengths = training_tensors(train, hparams.max_len)
     if len(sequences) == 0:
         raise SASRecError("no training sequence has 2 items: nothing to learn from")
-    if hparams.dropout is None:
-        hparams = dataclasses.replace(hparams, dropout=dropout_for_data(lengths, num_items))
-        log.info("dropout %.3f, chosen from the data's density", hparams.dropout)
+    hparams = with_data_dropout(hparams, lengths, num_items)
+    log.info("dropout %.3f", hparams.dropout)
     if 0 < hparams.max_val_users < valid.height:
         valid = valid.sample(hparams.max_val_users, seed=hparams.seed)
     model = initial_model(train, num_items, hparams).to(device)
