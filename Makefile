@@ -5,6 +5,7 @@
 #? PIPELINE_YAML   where compile-pipeline writes (build/sasrec_pipeline.yaml)
 #? IMAGE_REGISTRY  registry prefix of the step images (empty: local names); IMAGE_TAG: their tag
 #? SOURCE, KCORE, HPARAMS  compose-run's source, k-core and hyperparameters
+#? MODEL, PORT     serve's MLflow model URI (e.g. models:/sasrec-games@champion) and port (5001)
 #? COMPOSE_GPU     1: compose-run trains on the host's GPUs; MLFLOW_PORT: compose's MLflow (5000)
 #? KFP_HOST, KFP_NAMESPACE, KFP_EXPERIMENT, KFP_RUN_NAME, KFP_TOKEN  submit's Kubeflow endpoint
 VENV ?= .venv
@@ -16,7 +17,7 @@ PIPELINE_YAML ?= build/sasrec_pipeline.yaml
 LOCK_DIR := docker/requirements
 
 .DEFAULT_GOAL := help
-.PHONY: help install run smoke test test-long lint format compile-pipeline clean wheels images push lock \
+.PHONY: help install mlserver-env serve serve-mlserver run smoke test test-long lint format compile-pipeline clean wheels images push lock \
 	compose-run compose-down run-docker submit test-servers test-docker test-docker-run
 
 help: ## [local] List the targets by group, and the variables they read
@@ -38,6 +39,27 @@ $(VENV)/.installed: pyproject.toml $(LOCK_DIR)/train.txt
 	$(BIN)/python -m pip install -qq -c $(LOCK_DIR)/train.txt -e '.[train,dev]'
 	touch $@
 
+# KServe's MLflow runtime (MLServer) in an environment of its own: see docker/requirements/mlserver.txt.
+MLSERVER_VENV := .venv-mlserver
+mlserver-env: $(MLSERVER_VENV)/.installed ## [local] Create .venv-mlserver with MLServer and its MLflow runtime (idempotent)
+
+$(MLSERVER_VENV)/.installed: $(LOCK_DIR)/mlserver.txt
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/python -m pip install -qq -r $(LOCK_DIR)/mlserver.txt
+	touch $@
+
+MODEL ?=
+PORT ?= 5001
+serve: install ## [local] Serve MODEL (an MLflow model URI) with `mlflow models serve` on 127.0.0.1:PORT
+	@test -n "$(MODEL)" || { echo "set MODEL, e.g. make serve MODEL=models:/sasrec-games@champion"; exit 2; }
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local \
+		-h 127.0.0.1 -p $(PORT)
+
+serve-mlserver: install mlserver-env ## [local] Serve MODEL with KServe's MLflow runtime (MLServer, V2 protocol) on 127.0.0.1:PORT
+	@test -n "$(MODEL)" || { echo "set MODEL, e.g. make serve-mlserver MODEL=models:/sasrec-games@champion"; exit 2; }
+	$(BIN)/python -m sasrec.deploy "$(MODEL)" build/mlserver --port $(PORT)
+	PATH=$(abspath $(MLSERVER_VENV)/bin):$$PATH $(MLSERVER_VENV)/bin/mlserver start build/mlserver
+
 run: install ## [local] Run the whole pipeline locally (KFP local runner) into outputs/; ARGS="..." adds flags
 	$(BIN)/sasrec run --output-dir outputs $(ARGS)
 
@@ -48,7 +70,7 @@ smoke: install ## [local] A two-minute end-to-end run on 50,000 synthetic review
 	$(BIN)/sasrec run --source $(SMOKE_DIR)/Video_Games.jsonl.gz --kcore 2 --output-dir outputs/smoke \
 		--hparams '{"max_epochs": 5, "eval_every": 1}' $(ARGS)
 
-test: install ## [development] Run the tests (Docker, MLflow-server, long multi-process and GPU tests are opt-in markers)
+test: install mlserver-env ## [development] Run the tests (Docker, MLflow-server, long multi-process and GPU tests are opt-in markers)
 	$(BIN)/pytest -m "not docker and not gpu and not server and not long" $(PYTEST_ARGS)
 
 test-servers: install ## [development] Run the tests against real `mlflow server`s (restarts, basic auth)

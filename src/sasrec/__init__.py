@@ -1,3 +1,6 @@
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
-__version__ = version("sasrec")
+try:
+    __version__ = version("sasrec")
+except PackageNotFoundError:  # the copy that travels with an MLflow model is not installed
+    __version__ = "unknown"

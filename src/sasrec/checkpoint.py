@@ -13,11 +13,13 @@ from sasrec import storage
 from sasrec.data import schema
 from sasrec.errors import SASRecError
 from sasrec.io import atomic_dir, read_json, require_complete, write_json
-from sasrec.model import SASRec, SASRecConfig
+from sasrec.model import PAD, SASRec, load_sasrec
 
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 TRAINING_FILE = "training.json"
+POPULAR_FILE = "popular_items.json"  # read by sasrec.serving: keep the name in step
+NUM_POPULAR = 1000  # most popular items kept: the most a history of unknown items gets
 
 
 def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
@@ -27,7 +29,11 @@ def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
 
 
 def save_model_dir(
-    model: SASRec, sequences_dir: Path, training_info: dict[str, Any], out_dir: str | Path
+    model: SASRec,
+    sequences_dir: Path,
+    training_info: dict[str, Any],
+    out_dir: str | Path,
+    popularity: torch.Tensor,
 ) -> None:
     """Write the model artifact directory atomically.
 
@@ -37,6 +43,8 @@ def save_model_dir(
             go with it.
         training_info: Hyperparameters, results and lineage, saved as training.json.
         out_dir: The directory to fill (an earlier model there is replaced).
+        popularity: (num_items + 1,) training counts: the most popular items are kept as
+            the answer to a history the model cannot read.
 
     Raises:
         SASRecError: when a weight is not finite: such a model is never written.
@@ -51,6 +59,15 @@ def save_model_dir(
             if (sequences_dir / name).is_file():  # titles only where the download fetched them
                 shutil.copyfile(sequences_dir / name, tmp / name)
         write_json(training_info, tmp / TRAINING_FILE)
+        write_json(most_popular(popularity), tmp / POPULAR_FILE)
+
+
+def most_popular(popularity: torch.Tensor, count: int = NUM_POPULAR) -> dict[str, list]:
+    """The `count` most popular items, most first: {"item_index": [...], "count": [...]}."""
+    counts = popularity.double().clone()
+    counts[PAD] = -1.0  # never padding
+    top = counts.topk(min(count, len(counts) - 1))
+    return {"item_index": top.indices.tolist(), "count": top.values.tolist()}
 
 
 def load_model_dir(model_dir: str | Path, device: torch.device) -> SASRec:
@@ -63,17 +80,14 @@ def load_model_dir(model_dir: str | Path, device: torch.device) -> SASRec:
     model_dir = require_complete(model_dir, schema.TRAIN_STEP)
     what = f"{model_dir} is not a model directory of `sasrec train`"
     try:
-        config = SASRecConfig(**read_json(model_dir / CONFIG_FILE))
-        model = SASRec(config)
-        state = torch.load(model_dir / WEIGHTS_FILE, map_location=device, weights_only=True)
-        model.load_state_dict(state)
+        model = load_sasrec(model_dir / CONFIG_FILE, model_dir / WEIGHTS_FILE, device)
     except Exception as err:  # a damaged file fails torch.load in many ways, all one answer
         raise SASRecError(
             f"{what} ({type(err).__name__}: {err}); give the output of `sasrec train`"
         ) from err
-    if not all_finite(state.values()):
+    if not all_finite(model.state_dict().values()):
         raise SASRecError(f"{model_dir} holds non-finite weights; train the model again")
-    return model.to(device).eval()
+    return model
 
 
 def read_training_info(model_dir: str | Path) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from sasrec.data.titles import item_labels
 from sasrec.errors import SASRecError
 from sasrec.inputs import read_sequences, require_same_catalogue
 from sasrec.metrics import rank_of_targets, ranking_metrics
-from sasrec.model import PAD
+from sasrec.model import PAD, exclude_items
 from sasrec.report import Example, render_report
 from sasrec.tensors import pad_left
 
@@ -79,19 +79,6 @@ def sample_unseen_items(
         if not rejected.any():
             return samples
         samples[rejected] = draw(int(rejected.sum()))
-
-
-def exclude_items(scores: torch.Tensor, history: torch.Tensor | None) -> torch.Tensor:
-    """Set the scores of padding and of each row's history items to -inf, in place.
-
-    Args:
-        scores: (B, N + 1) scores of every item.
-        history: (B, S) items to exclude, 0-padded; None to exclude only padding.
-    """
-    scores[:, PAD] = float("-inf")
-    if history is not None:
-        scores.scatter_(1, history, float("-inf"))
-    return scores
 
 
 def full_catalogue_ranks(

@@ -8,8 +8,10 @@ popularity, so the embeddings need not (docs/benchmarks.md measures what it chan
 `sasrec.train` starts it at the item's log training count.
 """
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -147,3 +149,23 @@ class SASRec(nn.Module):
         last_hidden = self.encode(item_ids)[:, -1, :]  # (B, D)
         # One fused pass over the (B, N + 1) output: it is the largest tensor of scoring.
         return torch.addmm(self.item_bias, last_hidden, self.item_emb.weight.T)
+
+
+def load_sasrec(config_file: Path, weights_file: Path, device: torch.device) -> SASRec:
+    """A model from its config.json and state dict, read without unpickling objects (eval mode)."""
+    model = SASRec(SASRecConfig(**json.loads(config_file.read_text())))
+    model.load_state_dict(torch.load(weights_file, map_location=device, weights_only=True))
+    return model.to(device).eval()
+
+
+def exclude_items(scores: torch.Tensor, history: torch.Tensor | None) -> torch.Tensor:
+    """Set the scores of padding and of each row's history items to -inf, in place.
+
+    Args:
+        scores: (B, N + 1) scores of every item.
+        history: (B, S) items to exclude, 0-padded; None to exclude only padding.
+    """
+    scores[:, PAD] = float("-inf")
+    if history is not None:
+        scores.scatter_(1, history, float("-inf"))
+    return scores

@@ -15,10 +15,9 @@ from sasrec.data import schema
 from sasrec.data.sequences import known_sequences
 from sasrec.device import resolve_device
 from sasrec.errors import SASRecError
-from sasrec.evaluate import exclude_items
-from sasrec.inputs import read_item_vocab, read_sequences, require_same_catalogue
+from sasrec.inputs import read_sequences, require_same_catalogue
 from sasrec.io import atomic_dir, require_output_dir
-from sasrec.model import SASRec
+from sasrec.serving import Recommender, top_unseen
 from sasrec.tensors import pad_left
 
 log = logging.getLogger(__name__)
@@ -37,63 +36,28 @@ def check_k(k: int) -> None:
         raise SASRecError(f"-k must be at least 1, got {k}")
 
 
-@torch.no_grad()
-def top_unseen(
-    model: SASRec, histories: torch.Tensor, k: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best items per row that are not padding and not in the row's history.
-
-    Args:
-        model: A model in eval mode.
-        histories: (B, S) item indices, left-padded; the last max_len feed the model.
-        k: Items per row (at most the catalogue size).
-        device: Where to score.
-
-    Returns:
-        (B, k) item indices and (B, k) scores, best first, on CPU.
-    """
-    histories = histories.to(device)
-    scores = model(histories[:, -model.config.max_len :]).float()  # (B, N + 1)
-    top = exclude_items(scores, histories).topk(k, dim=1)
-    return top.indices.cpu(), top.values.cpu()
-
-
 def recommend_for_history(
     model_dir: str | Path, history: list[str], k: int = 10, device: str = "auto"
-) -> list[dict[str, Any]]:
-    """Top-k items after `history` (original item ids, oldest first).
+) -> dict[str, Any]:
+    """Top-k items after `history` (original item ids, oldest first), as the servers answer.
 
-    Ids the model does not know are skipped with a warning.
+    Returns:
+        `item_ids` (best first, none of the history), `scores`, `source`, `unknown_ids`,
+        and `titles` when the model has them (see `sasrec.serving.Recommender`).
 
     Raises:
-        SASRecError: when no id of `history` is known, or k is not positive.
+        SASRecError: for a model directory that does not load, or k that is not positive.
     """
     check_k(k)
     torch_device = resolve_device(device)
-    model = load_model_dir(model_dir, torch_device)
-    vocab = read_item_vocab(Path(model_dir) / schema.ITEM_VOCAB_FILE, "a model directory")
-    index_of = dict(zip(vocab[schema.ITEM_ID], vocab[schema.ITEM_INDEX], strict=True))
-    unknown = [item for item in history if item not in index_of]
-    known = [index_of[item] for item in history if item in index_of]
-    if not known:
-        raise SASRecError(
-            f"none of the history items {history} is in the model's catalogue of "
-            f"{len(index_of)} items (e.g. {vocab[schema.ITEM_ID][0]!r}); give parent_asin ids"
-        )
-    if unknown:
-        log.warning("skipping %d item ids the model does not know: %s", len(unknown), unknown)
-    items, scores = top_unseen(
-        model, torch.tensor([known]), min(k, model.config.num_items - len(set(known))), torch_device
-    )
-    item_ids = vocab.sort(schema.ITEM_INDEX)[schema.ITEM_ID].to_list()
-    titles_path = Path(model_dir) / schema.ITEM_TITLES_FILE
-    titles = dict(pl.read_parquet(titles_path).rows()) if titles_path.is_file() else {}
-    ranked = zip(items[0].tolist(), scores[0].tolist(), strict=True)
-    return [
-        {"rank": rank, "item_id": item_ids[index - 1], "score": score}
-        | ({"title": titles.get(item_ids[index - 1])} if titles else {})
-        for rank, (index, score) in enumerate(ranked, start=1)
-    ]
+    model = load_model_dir(model_dir, torch_device)  # checks the folder, one-line errors
+    answer = Recommender(model_dir, torch_device, model).recommend([history], k)[0]
+    if answer["unknown_ids"]:
+        log.warning("skipped %d item ids the model does not know: %s",
+                    len(answer["unknown_ids"]), answer["unknown_ids"])  # fmt: skip
+    if answer["source"] != "sasrec":
+        log.warning("no item of the history is known to the model: the most popular items")
+    return answer
 
 
 def recommend_all_users(

@@ -190,9 +190,7 @@ def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training"
             job.tracking_uri, run_id, tracking.outage_seconds()
         )
         try:
-            model, summary = train_and_save(
-                training, sequences, job.model_dir, lineage, epoch_metrics
-            )
+            _, summary = train_and_save(training, sequences, job.model_dir, lineage, epoch_metrics)
         finally:
             epoch_metrics.close()
         tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
@@ -201,7 +199,7 @@ def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training"
             tracking.GIT_COMMIT_TAG: code_version["git_commit"],
         })  # fmt: skip
         tracking.log_artifacts(job.model_dir, "model_dir")
-        tracking.log_pytorch_model(model, job.registered_model_name)
+        tracking.log_recommender_model(job.model_dir, job.registered_model_name)
     storage.remove(job.checkpoint_dir)
     return summary | lineage
 

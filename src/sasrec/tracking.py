@@ -4,7 +4,6 @@ MLflow is imported inside functions so that the library imports without it.
 """
 
 import contextlib
-import copy
 import logging
 import os
 import queue
@@ -250,36 +249,58 @@ def code_version() -> dict[str, str]:
     return {"code_version": __version__, "git_commit": commit}
 
 
-def log_pytorch_model(model: Any, registered_model_name: str | None = None) -> str:
-    """Log the model with MLflow's PyTorch flavour; returns its model URI.
+def log_recommender_model(model_dir: Path, registered_model_name: str | None = None) -> str:
+    """Log the model directory as the pyfunc of `sasrec.serving_model`; returns its model URI.
 
-    Input: (batch, max_len) int64 item indices, left-padded with 0; output: (batch,
-    num_items + 1) float scores of every item as the next one (column 0 is padding). The
-    `sasrec` package travels with the model, so `mlflow.pytorch.load_model` works anywhere;
-    loading unpickles it, so load only models you trust (the pipeline itself reads the
-    weights-only `model.pt`).
+    The pyfunc answers in original item ids (see `sasrec.serving_model`). It is logged from
+    code, with the `sasrec` package as its code and the model directory as its one
+    artifact: loading it unpickles nothing. Requirements are pinned to this environment's
+    versions instead of being inferred (which loads the model once more in a subprocess).
     """
+    from importlib.metadata import version
+
     import mlflow
-    import numpy as np
-    import torch
-    from mlflow.models import infer_signature
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import (
+        AnyType,
+        Array,
+        ColSpec,
+        DataType,
+        ParamSchema,
+        ParamSpec,
+        Schema,
+    )
 
     import sasrec
+    from sasrec.serving import DEFAULT_K, HISTORY, Recommender
 
-    cpu_model = copy.deepcopy(model).cpu().eval()
-    num_example = min(3, cpu_model.config.num_items)
-    example = np.zeros((1, cpu_model.config.max_len), dtype=np.int64)
-    example[0, -num_example:] = np.arange(1, num_example + 1)
-    with torch.no_grad():
-        scores = cpu_model(torch.from_numpy(example)).numpy()
-    info = mlflow.pytorch.log_model(
-        cpu_model,
+    package_dir = Path(sasrec.__file__).parent
+    recommender = Recommender(model_dir)
+    ids = Array(DataType.string)
+    signature = ModelSignature(
+        # Any, not Array(string): the model checks the history itself, so that a bad one
+        # is answered with 400 by MLServer too (MLflow's own check fails there with 500).
+        inputs=Schema([ColSpec(AnyType(), HISTORY, required=False)]),
+        outputs=Schema([
+            ColSpec(ids, "item_ids"), ColSpec(Array(DataType.double), "scores"),
+            ColSpec(DataType.string, "source"), ColSpec(ids, "unknown_ids"),
+            *([ColSpec(ids, "titles")] if recommender.titles is not None else []),
+        ]),
+        params=ParamSchema([ParamSpec("k", DataType.long, DEFAULT_K)]),
+    )  # fmt: skip
+    example = pd.DataFrame({HISTORY: [recommender.item_ids[1:4]]})  # three known items
+    info = mlflow.pyfunc.log_model(
         name="model",
-        signature=infer_signature(example, scores),
-        input_example=example,
-        code_paths=[str(Path(sasrec.__file__).parent)],
-        # torch.export ("pt2", MLflow's default) fixes the batch size of the input example.
-        serialization_format="pickle",
+        python_model=str(package_dir / "serving_model.py"),
+        artifacts={"model_dir": str(model_dir)},
+        code_paths=[str(package_dir)],
+        signature=signature,
+        input_example=(example, {"k": DEFAULT_K}),
+        pip_requirements=[
+            f"{name}=={version(name).split('+')[0]}"
+            for name in ("mlflow", "torch", "numpy", "pandas", "pyarrow")
+        ],
         registered_model_name=registered_model_name,
     )
     return info.model_uri

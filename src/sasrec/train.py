@@ -578,7 +578,8 @@ def train_and_save(
             **summary,
             **(lineage or {}),
         }
-        save_model_dir(model, sequences.directory, training_info, model_dir)
+        popularity = item_popularity(sequences.train, model.config.num_items)
+        save_model_dir(model, sequences.directory, training_info, model_dir, popularity)
         if training.checkpoint_path:
             storage.remove(training.checkpoint_path)
     return model, summary

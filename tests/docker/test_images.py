@@ -86,13 +86,12 @@ def _assert_complete_run(tracking_uri: str, run) -> None:
     assert "test_baseline_popularity_ndcg_at_10" in run.data.metrics
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"model_dir", "evaluation"}
     (model,) = run.outputs.model_outputs
-    import torch
-
     mlflow.set_tracking_uri(tracking_uri)
-    scorer = mlflow.pytorch.load_model(f"models:/{model.model_id}")
-    scores = scorer(torch.ones(2, 50, dtype=torch.long))
-    num_items = int(run.data.params["data_num_items"])
-    assert scores.shape == (2, num_items + 1)
+    recommender = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
+    example = recommender.input_example  # three items of the catalogue
+    (answer,) = recommender.predict(example, params={"k": 5}).to_dict("records")
+    assert answer["source"] == "sasrec" and len(answer["item_ids"]) == 5
+    assert not set(answer["item_ids"]) & set(example["history"][0])
 
 
 @pytest.mark.parametrize("step", STEPS)

@@ -97,19 +97,24 @@ def test_recommend_for_a_history_in_original_ids(trained):
         "recommend", "--model", str(model_dir), "--history", "B0005", "B0006", "-k", "3"
     )
     assert result.returncode == 0, result.stderr
-    recommendations = json.loads(result.stdout)
-    assert [r["rank"] for r in recommendations] == [1, 2, 3]
-    assert recommendations[0]["item_id"] == "B0007"  # the cycle's next item
-    assert not {"B0005", "B0006"} & {r["item_id"] for r in recommendations}
-    scores = [r["score"] for r in recommendations]
-    assert scores == sorted(scores, reverse=True)
+    answer = json.loads(result.stdout)
+    assert len(answer["item_ids"]) == 3 and answer["source"] == "sasrec"
+    assert answer["item_ids"][0] == "B0007"  # the cycle's next item
+    assert not {"B0005", "B0006"} & set(answer["item_ids"])
+    assert answer["scores"] == sorted(answer["scores"], reverse=True)
+    assert answer["unknown_ids"] == []
 
 
-def test_recommend_rejects_unknown_ids(trained):
-    model_dir, _ = trained
+def test_recommend_answers_unknown_ids_with_the_most_popular_items(trained):
+    model_dir, sequences_dir = trained
     result = sasrec("recommend", "--model", str(model_dir), "--history", "NOPE1", "NOPE2")
-    assert result.returncode == 2
-    assert "none of the history items ['NOPE1', 'NOPE2']" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert "skipped 2 item ids the model does not know: ['NOPE1', 'NOPE2']" in result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["source"] == "popularity" and answer["unknown_ids"] == ["NOPE1", "NOPE2"]
+    counts = pl.read_parquet(sequences_dir / "train.parquet")["item_sequence"].explode()
+    top_counts = sorted(counts.value_counts()["count"].to_list(), reverse=True)[:10]
+    assert answer["scores"] == [float(c) for c in top_counts]
 
 
 def test_recommendations_for_every_user(trained, tmp_path):

@@ -43,8 +43,8 @@ def test_titles_reach_the_report_and_recommendations(http_server, tmp_path, mlfl
     evaluate_step(tmp_path / "model", tmp_path / "seq", tmp_path / "evaluation")
     report = (tmp_path / "evaluation" / "report.html").read_text()
     recommended = recommend_for_history(tmp_path / "model", [next(iter(kept))], k=5)
-    assert len(recommended) == 5
-    assert all(r["title"] == kept.get(r["item_id"]) for r in recommended)
+    assert len(recommended["item_ids"]) == len(recommended["titles"]) == 5
+    assert recommended["titles"] == [kept.get(item) for item in recommended["item_ids"]]
     assert any(f"{item} (" in report for item in kept)  # the examples show "id (title)"
 
 

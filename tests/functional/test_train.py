@@ -11,6 +11,7 @@ from pathlib import Path
 
 import boto3
 import mlflow
+import pandas as pd
 import polars as pl
 import pytest
 import torch
@@ -273,9 +274,7 @@ def test_two_gloo_processes_match_one_process(sequences_dir, tmp_path, mlflow_ur
     assert len(runs) == 2  # one MLflow run per job, not per process
 
 
-def test_mlflow_pytorch_model_loads_and_scores_like_the_artifact(
-    sequences_dir, tmp_path, mlflow_uri
-):
+def test_registered_model_recommends_like_the_artifact(sequences_dir, tmp_path, mlflow_uri):
     result = subprocess.run(
         sasrec_train(sequences_dir, tmp_path / "model", HPARAMS, "--register-as", "sasrec-games"),
         capture_output=True,
@@ -292,16 +291,23 @@ def test_mlflow_pytorch_model_loads_and_scores_like_the_artifact(
     assert json.loads((tmp_path / "model" / "config.json").read_text())["dropout"] == chosen
     version = mlflow.MlflowClient().get_latest_versions("sasrec-games")[0]
     assert version.run_id == run_id
-    loaded = mlflow.pytorch.load_model(f"models:/sasrec-games/{version.version}")
-    artifact = load_model_dir(tmp_path / "model", torch.device("cpu"))
-    histories = torch.zeros(3, 50, dtype=torch.long)
-    histories[:, -4:] = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]])
-    torch.testing.assert_close(loaded.eval()(histories), artifact(histories))
     pyfunc = mlflow.pyfunc.load_model(f"models:/sasrec-games/{version.version}")
-    assert list(pyfunc.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 50]
-    scores = pyfunc.predict(histories.numpy())
-    assert scores.shape == (3, artifact.config.num_items + 1)
-    assert scores[:, 1:].argmax(1).tolist() == artifact(histories)[:, 1:].argmax(1).tolist()
+    assert pyfunc.metadata.get_params_schema().to_dict() == [
+        {"name": "k", "type": "long", "default": 10, "shape": None}
+    ]
+    # What the model scores: the artifact's own top items, in original ids.
+    artifact = load_model_dir(tmp_path / "model", torch.device("cpu"))
+    vocab = pl.read_parquet(tmp_path / "model" / "item_vocab.parquet").sort("item_index")
+    histories = [[1, 2, 3, 4], [5, 6, 7, 8]]
+    scores = artifact(torch.tensor(histories))
+    for row, history in enumerate(histories):
+        scores[row, [0, *history]] = float("-inf")
+    top = scores.topk(3, dim=1).indices.tolist()
+    ids = ["", *vocab["item_id"]]
+    answers = pyfunc.predict(
+        pd.DataFrame({"history": [[ids[i] for i in h] for h in histories]}), params={"k": 3}
+    )
+    assert answers["item_ids"].tolist() == [[ids[i] for i in row] for row in top]
 
 
 def s3_keys(bucket: str, prefix: str = "") -> list[str]:
