@@ -10,6 +10,7 @@ from components.images import image_uri
 def evaluate(
     model: Input[Model],
     sequences: Input[Dataset],
+    promotion: Input[Artifact],
     mlflow_tracking_uri: str,
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
@@ -20,6 +21,7 @@ def evaluate(
     Args:
         model: Output of the train component.
         sequences: Output of the sequences component.
+        promotion: Output of the promote component: its decision heads the report.
         mlflow_tracking_uri: MLflow tracking URI; empty for the one training used.
         evaluation: Directory holding metrics.json, breakdowns.csv and report.html.
         metrics: The same metrics, shown in the KFP UI.
@@ -34,7 +36,11 @@ def evaluate(
 
     with exit_on_error("evaluate"):
         results = evaluate_step(
-            model.path, sequences.path, evaluation.path, mlflow_tracking_uri or None
+            model.path,
+            sequences.path,
+            evaluation.path,
+            mlflow_tracking_uri or None,
+            promotion_dir=promotion.path,
         )
     for name, value in results.items():
         metrics.log_metric(name, value)

@@ -14,9 +14,10 @@ def train(
     mlflow_experiment: str,
     mlflow_run_name: str,
     num_processes: int,
-    registered_model_name: str,
     checkpoint_root: str,
     pipeline_run_id: str,
+    trial: int,
+    parent_run_id: str,
     model: Output[Model],
 ):
     """Train SASRec and write the self-describing model directory.
@@ -29,10 +30,12 @@ def train(
         mlflow_run_name: MLflow run name.
         num_processes: GPUs given to the task, one data-parallel process each (torchrun when
             > 1); 0 trains on the CPU.
-        registered_model_name: Register the MLflow model under this name; empty: do not.
         checkpoint_root: Where checkpoints outlive the pod (gs://, s3:// or a mounted
             folder); empty: beside the model output.
-        pipeline_run_id: The pipeline run: a retried pod finds its checkpoint by it.
+        pipeline_run_id: The pipeline run: a retried pod finds its checkpoint by it (and
+            the trial number).
+        trial: The trial number in the sweep (0 without one).
+        parent_run_id: The sweep's parent MLflow run; empty without a grid.
         model: Directory with weights, config and item vocabulary.
     """
     from sasrec.config import parse_hparams
@@ -43,8 +46,8 @@ def train(
         summary = train_step(
             sequences.path, model.path, parse_hparams(hparams),
             mlflow_tracking_uri or None, mlflow_experiment, mlflow_run_name,
-            checkpoint_dir=pipeline_checkpoint_dir(checkpoint_root, pipeline_run_id),
-            num_processes=num_processes, registered_model_name=registered_model_name or None,
-            gpus=num_processes,
+            checkpoint_dir=pipeline_checkpoint_dir(checkpoint_root, pipeline_run_id, trial),
+            num_processes=num_processes, gpus=num_processes,
+            parent_run_id=parent_run_id or None, trial=trial if parent_run_id else None,
         )  # fmt: skip
     model.metadata.update(summary)

@@ -50,6 +50,8 @@ DOWNLOAD = StepResources(cpu="2", memory="2Gi", scratch="50Gi")  # holds the dow
 SEQUENCES = StepResources(cpu="2", memory="6Gi", scratch="5Gi")
 TRAIN = StepResources(cpu="8", memory="16Gi", scratch="10Gi")
 EVALUATE = StepResources(cpu="4", memory="8Gi", scratch="5Gi")
+# Planning trials and selecting the winner: MLflow calls and a copy of one model folder.
+SMALL = StepResources(cpu="1", memory="2Gi", scratch="2Gi")
 
 
 def run_locked_down(task: dsl.PipelineTask, cpu: str, memory: str, scratch: str) -> None:

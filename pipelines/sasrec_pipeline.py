@@ -1,18 +1,30 @@
-"""The SASRec pipeline: download -> sequences -> train -> evaluate. Wiring only."""
+"""The SASRec pipeline: download -> sequences -> train (a sweep) -> promote -> evaluate.
 
+Wiring only. `build_pipeline(sweep_parallelism)` makes it: KFP fixes a ParallelFor's
+parallelism when the pipeline is compiled, so it is a compile setting
+(`SWEEP_PARALLELISM=4 make compile-pipeline`, `sasrec run --sweep-parallelism 2`), not a
+run parameter.
+"""
+
+import os
 from typing import NamedTuple
 
 from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, Model
+from kfp.dsl.graph_component import GraphComponent
 
 from components.download import download
 from components.evaluate import evaluate
+from components.promote import promote
 from components.recommend import recommend
 from components.sequences import sequences
+from components.sweep import plan_trials, select_trial
 from components.train import train
 from pipelines import pod
 
 PIPELINE_NAME = "sasrec"
+SWEEP_PARALLELISM_ENV = "SWEEP_PARALLELISM"
+DEFAULT_SWEEP_PARALLELISM = 4  # trials training at once on a cluster, one GPU each
 
 
 class PipelineOutputs(NamedTuple):
@@ -22,141 +34,195 @@ class PipelineOutputs(NamedTuple):
     evaluation: Artifact
 
 
-@dsl.pipeline(
-    name=PIPELINE_NAME,
-    description="SASRec on Amazon Reviews 2023: download, sequences, train, evaluate.",
-)
-def sasrec_pipeline(
-    source: str = "amazon2023:Video_Games",
-    amazon_base_url: str = "",
-    with_item_titles: bool = False,
-    kcore: int = 5,
-    split: str = "leave_one_out",
-    sequence_max_len: int = 0,
-    hparams: dict = {},  # noqa: B006 - KFP takes parameter defaults as literals
-    gpu_count: int = 1,
-    gpu_type: str = "nvidia.com/gpu",
-    train_node_selector: dict = {},  # noqa: B006
-    train_tolerations: list = [],  # noqa: B006
-    checkpoint_root: str = "",
-    mlflow_tracking_uri: str = "",
-    mlflow_experiment: str = "sasrec",
-    mlflow_secret: str = pod.MLFLOW_SECRET,
-    storage_secret: str = pod.STORAGE_SECRET,
-    registered_model_name: str = "",
-    write_recommendations: bool = True,
-    recommendations_k: int = 10,
-    download_cpu: str = pod.DOWNLOAD.cpu,
-    download_memory: str = pod.DOWNLOAD.memory,
-    sequences_cpu: str = pod.SEQUENCES.cpu,
-    sequences_memory: str = pod.SEQUENCES.memory,
-    train_cpu: str = pod.TRAIN.cpu,
-    train_memory: str = pod.TRAIN.memory,
-    evaluate_cpu: str = pod.EVALUATE.cpu,
-    evaluate_memory: str = pod.EVALUATE.memory,
-) -> PipelineOutputs:
-    """Train and evaluate SASRec on one source.
+def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphComponent:
+    """The pipeline, with at most `sweep_parallelism` trials training at once (0: no limit)."""
 
-    Args:
-        source: amazon2023:<Category>, an http(s), gs:// or s3:// URL, or a path the tasks
-            can read.
-        amazon_base_url: Mirror of the Amazon Reviews 2023 files; empty for the official site.
-        with_item_titles: Fetch the category's item metadata for titles in the reports.
-        kcore: Minimum interactions per user and item; 0 disables the filter.
-        split: leave_one_out, or timestamp (the Amazon Reviews 2023 benchmark's cut points).
-        sequence_max_len: Deprecated and ignored: histories are kept whole; the hparam
-            max_len limits what the model reads.
-        hparams: Hyperparameter overrides, e.g. {"max_epochs": 50}.
-        gpu_count: GPUs requested by the train task, one data-parallel process each; 0 trains
-            on the CPU. With 1 or more, training fails at once when CUDA is not usable.
-        gpu_type: Kubernetes resource name of the GPUs, e.g. nvidia.com/gpu.
-        train_node_selector: Node labels the train task must run on, e.g.
-            {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}.
-        train_tolerations: Kubernetes tolerations of the train task, e.g.
-            [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}].
-        checkpoint_root: gs://, s3:// or mounted folder where training keeps its checkpoint,
-            per pipeline run, so that a retried (preempted) train pod resumes; empty: beside
-            the model output, which a lost pod loses.
-        mlflow_tracking_uri: MLflow server of every task; empty: $MLFLOW_TRACKING_URI (a pod
-            without either refuses to train).
-        mlflow_experiment: MLflow experiment of the run.
-        mlflow_secret: Kubernetes secret with MLFLOW_TRACKING_USERNAME and
-            MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN; optional.
-        storage_secret: Kubernetes secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
-            (and optionally AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) for
-            s3:// sources and checkpoints; optional.
-        registered_model_name: Register the trained model in MLflow under this name; empty: no.
-        write_recommendations: Also write every user's top-K items as Parquet.
-        recommendations_k: Items per user in the recommendations.
-        download_cpu: CPU request and limit of the download task.
-        download_memory: Memory request and limit of the download task.
-        sequences_cpu: CPU request and limit of the sequences task.
-        sequences_memory: Memory request and limit of the sequences task.
-        train_cpu: CPU request and limit of the train task.
-        train_memory: Memory request and limit of the train task.
-        evaluate_cpu: CPU request and limit of the evaluate task.
-        evaluate_memory: Memory request and limit of the evaluate task.
-    """
-    download_task = download(
-        source=source, amazon_base_url=amazon_base_url, with_metadata=with_item_titles
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="SASRec on Amazon Reviews 2023: download, sequences, train, evaluate.",
     )
-    download_task.set_display_name("Download reviews").set_caching_options(True)
-    pod.run_locked_down(download_task, download_cpu, download_memory, pod.DOWNLOAD.scratch)
-    pod.use_storage_secret(download_task, storage_secret)
+    def sasrec_pipeline(
+        source: str = "amazon2023:Video_Games",
+        amazon_base_url: str = "",
+        with_item_titles: bool = False,
+        kcore: int = 5,
+        split: str = "leave_one_out",
+        sequence_max_len: int = 0,
+        hparams: dict = {},  # noqa: B006 - KFP takes parameter defaults as literals
+        hparams_grid: list = [],  # noqa: B006
+        gpu_count: int = 1,
+        gpu_type: str = "nvidia.com/gpu",
+        train_node_selector: dict = {},  # noqa: B006
+        train_tolerations: list = [],  # noqa: B006
+        checkpoint_root: str = "",
+        mlflow_tracking_uri: str = "",
+        mlflow_experiment: str = "sasrec",
+        mlflow_secret: str = pod.MLFLOW_SECRET,
+        storage_secret: str = pod.STORAGE_SECRET,
+        registered_model_name: str = "",
+        promotion_metric: str = "ndcg@10",
+        write_recommendations: bool = True,
+        recommendations_k: int = 10,
+        download_cpu: str = pod.DOWNLOAD.cpu,
+        download_memory: str = pod.DOWNLOAD.memory,
+        sequences_cpu: str = pod.SEQUENCES.cpu,
+        sequences_memory: str = pod.SEQUENCES.memory,
+        train_cpu: str = pod.TRAIN.cpu,
+        train_memory: str = pod.TRAIN.memory,
+        evaluate_cpu: str = pod.EVALUATE.cpu,
+        evaluate_memory: str = pod.EVALUATE.memory,
+    ) -> PipelineOutputs:
+        """Train and evaluate SASRec on one source.
 
-    sequences_task = sequences(
-        interactions=download_task.outputs["interactions"],
-        kcore=kcore,
-        split=split,
-        max_len=sequence_max_len,
-    )
-    sequences_task.set_display_name("Build sequences").set_caching_options(True)
-    pod.run_locked_down(sequences_task, sequences_cpu, sequences_memory, pod.SEQUENCES.scratch)
-
-    train_task = train(
-        sequences=sequences_task.outputs["sequences"],
-        hparams=hparams,
-        mlflow_tracking_uri=mlflow_tracking_uri,
-        mlflow_experiment=mlflow_experiment,
-        mlflow_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-        num_processes=gpu_count,
-        registered_model_name=registered_model_name,
-        checkpoint_root=checkpoint_root,
-        pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-    )
-    # Not cached: a rerun is asked for to train again (the model is logged to MLflow).
-    train_task.set_display_name("Train SASRec").set_caching_options(False)
-    # A retried pod resumes from checkpoint_root, in the same MLflow run.
-    train_task.set_retry(**pod.TRAIN_RETRY)
-    train_task.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
-    pod.run_locked_down(train_task, train_cpu, train_memory, pod.TRAIN.scratch)
-    pod.mount_shared_memory(train_task)
-    kubernetes.add_node_selector_json(train_task, train_node_selector)
-    kubernetes.add_toleration_json(train_task, train_tolerations)
-    pod.use_storage_secret(train_task, storage_secret)
-    pod.use_mlflow_secret(train_task, mlflow_secret)
-
-    evaluate_task = evaluate(
-        model=train_task.outputs["model"],
-        sequences=sequences_task.outputs["sequences"],
-        mlflow_tracking_uri=mlflow_tracking_uri,
-    )
-    evaluate_task.set_display_name("Evaluate").set_caching_options(False)
-    pod.run_locked_down(evaluate_task, evaluate_cpu, evaluate_memory, pod.EVALUATE.scratch)
-    pod.use_storage_secret(evaluate_task, storage_secret)
-    pod.use_mlflow_secret(evaluate_task, mlflow_secret)
-
-    with dsl.If(write_recommendations == True):  # noqa: E712 - a KFP condition, not Python
-        recommend_task = recommend(
-            model=train_task.outputs["model"],
-            sequences=sequences_task.outputs["sequences"],
-            k=recommendations_k,
+        Args:
+            source: amazon2023:<Category>, an http(s), gs:// or s3:// URL, or a path the tasks
+                can read.
+            amazon_base_url: Mirror of the Amazon Reviews 2023 files; empty for the official site.
+            with_item_titles: Fetch the category's item metadata for titles in the reports.
+            kcore: Minimum interactions per user and item; 0 disables the filter.
+            split: leave_one_out, or timestamp (the Amazon Reviews 2023 benchmark's cut points).
+            sequence_max_len: Deprecated and ignored: histories are kept whole; the hparam
+                max_len limits what the model reads.
+            hparams: Hyperparameter overrides, e.g. {"max_epochs": 50}.
+            hparams_grid: A sweep: one trial per override object over hparams, e.g.
+                [{"hidden_size": 64}, {"hidden_size": 128}]; the trial with the best validation
+                NDCG@10 is evaluated and registered. Empty: one training with hparams.
+            gpu_count: GPUs requested by the train task, one data-parallel process each; 0 trains
+                on the CPU. With 1 or more, training fails at once when CUDA is not usable.
+            gpu_type: Kubernetes resource name of the GPUs, e.g. nvidia.com/gpu.
+            train_node_selector: Node labels the train task must run on, e.g.
+                {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}.
+            train_tolerations: Kubernetes tolerations of the train task, e.g.
+                [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}].
+            checkpoint_root: gs://, s3:// or mounted folder where training keeps its checkpoint,
+                per pipeline run, so that a retried (preempted) train pod resumes; empty: beside
+                the model output, which a lost pod loses.
+            mlflow_tracking_uri: MLflow server of every task; empty: $MLFLOW_TRACKING_URI (a pod
+                without either refuses to train).
+            mlflow_experiment: MLflow experiment of the run.
+            mlflow_secret: Kubernetes secret with MLFLOW_TRACKING_USERNAME and
+                MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN; optional.
+            storage_secret: Kubernetes secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+                (and optionally AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_DEFAULT_REGION) for
+                s3:// sources and checkpoints; optional.
+            registered_model_name: Register the model in MLflow under this name, and make it
+                the `champion` alias when it beats the champion on promotion_metric; empty: no.
+            promotion_metric: Test metric that decides the promotion, e.g. ndcg@10 or hit@10;
+                both models are scored on this run's test users, a tie keeps the champion.
+            write_recommendations: Also write every user's top-K items as Parquet.
+            recommendations_k: Items per user in the recommendations.
+            download_cpu: CPU request and limit of the download task.
+            download_memory: Memory request and limit of the download task.
+            sequences_cpu: CPU request and limit of the sequences task.
+            sequences_memory: Memory request and limit of the sequences task.
+            train_cpu: CPU request and limit of the train task.
+            train_memory: Memory request and limit of the train task.
+            evaluate_cpu: CPU request and limit of the evaluate task.
+            evaluate_memory: Memory request and limit of the evaluate task.
+        """
+        download_task = download(
+            source=source, amazon_base_url=amazon_base_url, with_metadata=with_item_titles
         )
-        recommend_task.set_display_name("Recommend for every user")
-        # Constants: kfp.local cannot pass pipeline parameters into a condition's resources.
-        pod.run_locked_down(recommend_task, pod.EVALUATE.cpu, pod.EVALUATE.memory,
-                            pod.EVALUATE.scratch)  # fmt: skip
+        download_task.set_display_name("Download reviews").set_caching_options(True)
+        pod.run_locked_down(download_task, download_cpu, download_memory, pod.DOWNLOAD.scratch)
+        pod.use_storage_secret(download_task, storage_secret)
 
-    return PipelineOutputs(
-        model=train_task.outputs["model"], evaluation=evaluate_task.outputs["evaluation"]
-    )
+        sequences_task = sequences(
+            interactions=download_task.outputs["interactions"],
+            kcore=kcore,
+            split=split,
+            max_len=sequence_max_len,
+        )
+        sequences_task.set_display_name("Build sequences").set_caching_options(True)
+        pod.run_locked_down(sequences_task, sequences_cpu, sequences_memory, pod.SEQUENCES.scratch)
+
+        trials_task = plan_trials(
+            hparams=hparams,
+            hparams_grid=hparams_grid,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            mlflow_experiment=mlflow_experiment,
+            mlflow_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        )
+        trials_task.set_display_name("Plan trials").set_caching_options(False)
+        pod.run_locked_down(trials_task, pod.SMALL.cpu, pod.SMALL.memory, pod.SMALL.scratch)
+        pod.use_mlflow_secret(trials_task, mlflow_secret)
+
+        with dsl.ParallelFor(trials_task.output, parallelism=sweep_parallelism) as trial:
+            train_task = train(
+                sequences=sequences_task.outputs["sequences"],
+                hparams=trial.hparams,
+                mlflow_tracking_uri=mlflow_tracking_uri,
+                mlflow_experiment=mlflow_experiment,
+                mlflow_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                num_processes=gpu_count,
+                checkpoint_root=checkpoint_root,
+                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                trial=trial.trial,
+                parent_run_id=trial.parent_run_id,
+            )
+            # Not cached: a rerun is asked for to train again (the model is logged to MLflow).
+            train_task.set_display_name("Train SASRec").set_caching_options(False)
+            # A retried pod resumes from checkpoint_root, in the same MLflow run.
+            train_task.set_retry(**pod.TRAIN_RETRY)
+            train_task.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
+            pod.run_locked_down(train_task, train_cpu, train_memory, pod.TRAIN.scratch)
+            pod.mount_shared_memory(train_task)
+            kubernetes.add_node_selector_json(train_task, train_node_selector)
+            kubernetes.add_toleration_json(train_task, train_tolerations)
+            pod.use_storage_secret(train_task, storage_secret)
+            pod.use_mlflow_secret(train_task, mlflow_secret)
+
+        select_task = select_trial(
+            models=dsl.Collected(train_task.outputs["model"]),
+            mlflow_tracking_uri=mlflow_tracking_uri,
+        )
+        select_task.set_display_name("Select the best trial").set_caching_options(False)
+        pod.run_locked_down(select_task, pod.SMALL.cpu, pod.SMALL.memory, pod.SMALL.scratch)
+        pod.use_mlflow_secret(select_task, mlflow_secret)
+        best_model = select_task.outputs["model"]
+
+        promote_task = promote(
+            model=best_model,
+            sequences=sequences_task.outputs["sequences"],
+            registered_model_name=registered_model_name,
+            promotion_metric=promotion_metric,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+        )
+        promote_task.set_display_name("Register and promote").set_caching_options(False)
+        pod.run_locked_down(promote_task, evaluate_cpu, evaluate_memory, pod.EVALUATE.scratch)
+        pod.use_storage_secret(promote_task, storage_secret)
+        pod.use_mlflow_secret(promote_task, mlflow_secret)
+
+        evaluate_task = evaluate(
+            model=best_model,
+            sequences=sequences_task.outputs["sequences"],
+            promotion=promote_task.outputs["promotion"],
+            mlflow_tracking_uri=mlflow_tracking_uri,
+        )
+        evaluate_task.set_display_name("Evaluate").set_caching_options(False)
+        pod.run_locked_down(evaluate_task, evaluate_cpu, evaluate_memory, pod.EVALUATE.scratch)
+        pod.use_storage_secret(evaluate_task, storage_secret)
+        pod.use_mlflow_secret(evaluate_task, mlflow_secret)
+
+        with dsl.If(write_recommendations == True):  # noqa: E712 - a KFP condition, not Python
+            recommend_task = recommend(
+                model=best_model,
+                sequences=sequences_task.outputs["sequences"],
+                k=recommendations_k,
+            )
+            recommend_task.set_display_name("Recommend for every user")
+            # Constants: kfp.local cannot pass pipeline parameters into a condition's resources.
+            pod.run_locked_down(recommend_task, pod.EVALUATE.cpu, pod.EVALUATE.memory,
+                                pod.EVALUATE.scratch)  # fmt: skip
+
+        return PipelineOutputs(model=best_model, evaluation=evaluate_task.outputs["evaluation"])
+
+    return sasrec_pipeline
+
+
+def sweep_parallelism_from_environment() -> int:
+    """$SWEEP_PARALLELISM, else the default."""
+    return int(os.environ.get(SWEEP_PARALLELISM_ENV, DEFAULT_SWEEP_PARALLELISM))
+
+
+sasrec_pipeline = build_pipeline(sweep_parallelism_from_environment())

@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also register the MLflow model under this name (default: not registered)",
     )
+    # A sweep's trial, as the pipeline trains it (passed on to torchrun workers).
+    train.add_argument("--parent-run-id", default=None, help=argparse.SUPPRESS)
+    train.add_argument("--trial", type=int, default=None, help=argparse.SUPPRESS)
 
     evaluate = _command(
         commands, "evaluate", "rank each held-out item against the whole catalogue and 100 "
@@ -187,6 +190,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split_args(run)
     run.add_argument("--hparams", default="", help=HPARAMS_HELP + " (default: the recipe)")
     run.add_argument(
+        "--hparams-grid",
+        default="",
+        help="a sweep: JSON list of hparams overrides, one trial each, e.g. "
+        '\'[{"hidden_size": 64}, {"hidden_size": 128}]\'; the trial with the best '
+        "validation NDCG@10 is evaluated (default: one training with --hparams)",
+    )
+    run.add_argument(
+        "--sweep-parallelism", type=int, default=1, help="trials of a sweep training at once"
+    )
+    run.add_argument(
+        "--register-as",
+        default=None,
+        help="register the model in MLflow under this name and make it the `champion` alias "
+        "when it beats the champion on --promotion-metric (default: not registered)",
+    )
+    run.add_argument(
+        "--promotion-metric",
+        default="ndcg@10",
+        help="test metric that decides the promotion (a tie keeps the champion)",
+    )
+    run.add_argument(
         "--with-metadata",
         action="store_true",
         help="fetch the category's item metadata for titles in the reports (amazon2023 only)",
@@ -227,7 +251,8 @@ def dispatch(args: argparse.Namespace) -> object:
         hparams = parse_hparams(args.hparams)
         return steps.train_step(
             args.sequences, args.out, hparams, args.tracking_uri, args.experiment, args.run_name,
-            args.checkpoint_dir, args.nproc, args.register_as, args.gpus,
+            args.checkpoint_dir, args.nproc, args.register_as, args.gpus, args.parent_run_id,
+            args.trial,
         )  # fmt: skip
     if args.command == "evaluate":
         return steps.evaluate_step(
@@ -247,11 +272,25 @@ def dispatch(args: argparse.Namespace) -> object:
         "kcore": args.kcore,
         "split": args.split,
         "with_item_titles": args.with_metadata,
+        "hparams_grid": parse_json_list(args.hparams_grid, "--hparams-grid"),
+        "registered_model_name": args.register_as or "",
+        "promotion_metric": args.promotion_metric,
     }
     return run_pipeline_locally(
         args.source, args.output_dir, parse_hparams(args.hparams), pipeline_args,
-        args.amazon_base_url, args.runner, args.param,
+        args.amazon_base_url, args.runner, args.param, args.sweep_parallelism, args.verbose,
     )  # fmt: skip
+
+
+def parse_json_list(text: str, flag: str) -> list:
+    """A JSON list given on the command line; empty text is an empty list."""
+    try:
+        value = json.loads(text) if text.strip() else []
+    except json.JSONDecodeError as err:
+        raise SASRecError(f"{flag} is not valid JSON ({err}): {text!r}") from err
+    if not isinstance(value, list):
+        raise SASRecError(f"{flag} must be a JSON list, got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,6 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     with exit_on_error(args.command):
         result = dispatch(args)
+        if args.command == "run":
+            from sasrec.local_run import quiet_summary
+
+            if args.verbose:
+                print(json.dumps(result, indent=2, sort_keys=True))
+            print(quiet_summary(args.output_dir))
+            return 0
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import torch
@@ -28,12 +29,14 @@ from sasrec.inputs import read_sequences, require_same_catalogue
 from sasrec.metrics import rank_of_targets, ranking_metrics
 from sasrec.model import PAD, exclude_items
 from sasrec.report import Example, render_report
+from sasrec.sweep import read_trials
 from sasrec.tensors import pad_left
 
 log = logging.getLogger(__name__)
 
 NUM_SAMPLED_NEGATIVES = 100  # the paper's protocol
 SAMPLING_SEED = 2018
+PROMOTION_FILE = "promotion.json"  # the promote step's decision (see sasrec.promotion)
 TOP_K = 10  # recommendations kept per user: coverage, popularity of what is recommended
 SAMPLING_BLOCK = 1024  # users per draw of the sampled protocols' negatives
 _SEEN = "_seen"  # a held-out frame's column of all its user's items
@@ -323,11 +326,14 @@ def evaluate_model(
     out_dir: str | Path,
     device: str = "auto",
     exclude_history: bool = True,
+    promotion: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Evaluate a model artifact and both baselines; write metrics, breakdowns and report.
 
     Writes into `out_dir`: `metrics.json` (flat keys: test metrics unprefixed, validation
-    `val_*`, baselines `baseline_<name>_*`), `breakdowns.csv` and `report.html`.
+    `val_*`, baselines `baseline_<name>_*`), `breakdowns.csv` and `report.html`, and
+    `promotion.json` when `promotion` (the promote step's decision, shown in the report)
+    is given. A sweep's trials, kept in the model directory, are shown in the report.
 
     Returns:
         The metrics of metrics.json.
@@ -400,9 +406,12 @@ def evaluate_model(
     page = render_report(
         metrics, scorer_metrics, by_bucket,
         example_users(test, test_ranks["sasrec"].top_items, item_ids), context,
+        read_trials(model_dir), promotion,
     )  # fmt: skip
     with atomic_dir(out_dir, schema.EVALUATE_STEP) as tmp:
         write_json(metrics, tmp / schema.METRICS_FILE)
+        if promotion is not None:
+            write_json(promotion, tmp / PROMOTION_FILE)
         by_bucket.write_csv(tmp / schema.BREAKDOWNS_FILE)
         (tmp / schema.REPORT_FILE).write_text(page, encoding="utf-8")
     log.info(

@@ -1,13 +1,18 @@
 """`sasrec run`: the compiled KFP pipeline, executed by KFP's local runner."""
 
+import collections
+import contextlib
 import dataclasses
+import io
 import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -39,6 +44,7 @@ from sasrec.io import (
     write_json,
 )
 from sasrec.storage import login, redact
+from sasrec.sweep import plan_trials
 from sasrec.tracking import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -55,11 +61,13 @@ SECRET_VARIABLES = (
     "AWS_DEFAULT_REGION",
 )  # fmt: skip
 MLFLOW_SERVER_WAIT_SECONDS = 90.0
+RUN_LOG = "run.log"  # in the output dir, without --verbose: everything the local runner printed
 OUTPUT_FOLDERS = {"model": TRAIN_STEP, "evaluation": EVALUATE_STEP}  # in the output dir
 PARAMETERS_WITH_FLAGS = {  # pipeline parameter -> how `sasrec run` sets it
     "source": "--source", "amazon_base_url": "--amazon-base-url", "hparams": "--hparams",
     "kcore": "--kcore", "split": "--split", "with_item_titles": "--with-metadata",
-    "mlflow_tracking_uri": "$MLFLOW_TRACKING_URI",
+    "mlflow_tracking_uri": "$MLFLOW_TRACKING_URI", "hparams_grid": "--hparams-grid",
+    "registered_model_name": "--register-as", "promotion_metric": "--promotion-metric",
 }  # fmt: skip
 
 
@@ -71,6 +79,8 @@ def run_pipeline_locally(
     amazon_base_url: str | None = None,
     runner: str = "subprocess",
     params: list[str] | None = None,
+    sweep_parallelism: int = 1,
+    verbose: bool = True,
 ) -> dict[str, Any]:
     """Compile the pipeline, run it with one of `kfp.local`'s runners, collect its outputs.
 
@@ -85,6 +95,12 @@ def run_pipeline_locally(
     `params` sets any other pipeline parameter as `NAME=VALUE`, typed and checked against
     the compiled pipeline as `make submit` does; a parameter with a flag of its own (or
     the tracking URI, which comes from the environment) is refused.
+
+    Without `verbose`, the local runner's output (each task's inputs, outputs and log) goes
+    to `output_dir/run.log` and the console shows one line per task; a failed task's last
+    lines are shown. A sweep (`pipeline_args["hparams_grid"]`) trains up to
+    `sweep_parallelism` trials at once. The model of the best trial is copied, with its
+    `trials.json`; the evaluation holds `promotion.json`.
 
     Returns:
         The evaluation metrics.
@@ -101,11 +117,12 @@ def run_pipeline_locally(
     output_dir = require_dir_path(output_dir).resolve()
     for name, step in OUTPUT_FOLDERS.items():  # fail before any task runs
         require_output_dir(output_dir / name, step)
+    plan_trials(dataclasses.asdict(hparams), (pipeline_args or {}).get("hparams_grid", []))
     for file in resolve_source_files(source, amazon_base_url):
         if not is_remote(file.location):
             detect_format(file.location, Path(file.location))
     with tempfile.TemporaryDirectory() as scratch:  # nothing is written before the checks
-        compiled = compile_pipeline(Path(scratch) / "sasrec_pipeline.yaml")
+        compiled = compile_pipeline(Path(scratch) / "sasrec_pipeline.yaml", sweep_parallelism)
         extra_args = _parameter_arguments(params or [], pipeline_parameters(compiled))
         output_dir.mkdir(parents=True, exist_ok=True)
         pipeline_yaml = Path(shutil.copy(compiled, output_dir / compiled.name))
@@ -121,17 +138,25 @@ def run_pipeline_locally(
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
     if not is_remote(source) and Path(source).exists():
         source = _task_visible_path(Path(source).resolve(), pipeline_root, runner)
+    log_file = output_dir / RUN_LOG
+    progress = contextlib.nullcontext() if verbose else TaskProgress.to(log_file)
     try:
-        run = pipeline(
-            source=source,
-            amazon_base_url=amazon_2023_base_url(amazon_base_url),
-            # KFP parameters cannot hold None: a field left to the data is left out.
-            hparams={k: v for k, v in dataclasses.asdict(hparams).items() if v is not None},
-            mlflow_tracking_uri=tracking_uri,
-            **(LOCAL_PIPELINE_ARGS | (pipeline_args or {}) | extra_args),
-        )
+        with progress:
+            run = pipeline(
+                source=source,
+                amazon_base_url=amazon_2023_base_url(amazon_base_url),
+                # KFP parameters cannot hold None: a field left to the data is left out.
+                hparams={k: v for k, v in dataclasses.asdict(hparams).items() if v is not None},
+                mlflow_tracking_uri=tracking_uri,
+                **(LOCAL_PIPELINE_ARGS | (pipeline_args or {}) | extra_args),
+            )
     except RuntimeError as err:  # kfp.local raises it when a task fails
-        raise SASRecError(_failure_message(str(err))) from err
+        why = (
+            "its log above says why"
+            if verbose
+            else f"its last lines above say why (the whole log: {log_file})"
+        )
+        raise SASRecError(_failure_message(str(err), why)) from err
     for name, step in OUTPUT_FOLDERS.items():
         with atomic_dir(output_dir / name, step) as tmp:
             shutil.copytree(run.outputs[name].path, tmp, dirs_exist_ok=True)
@@ -141,7 +166,7 @@ def run_pipeline_locally(
     if recommendations:
         with atomic_path(output_dir / recommendations.name) as tmp:
             shutil.copyfile(recommendations, tmp)
-    log.info(
+    log.debug(  # `sasrec run` prints where they are in its summary
         "model: %s, metrics: %s, report: %s",
         output_dir / "model",
         output_dir / METRICS_FILE,
@@ -279,9 +304,94 @@ def _latest_recommendations(pipeline_root: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _failure_message(kfp_error: str) -> str:
+def _failure_message(kfp_error: str, why: str = "its log above says why") -> str:
     """One plain line from kfp.local's colored failure message."""
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", kfp_error)
+    plain = _plain(kfp_error)
     failed = re.search(r"Inner task failed: '([\w-]+)'", plain)
     task = f"task '{failed.group(1)}'" if failed else "a task"
-    return f"pipeline {task} failed; its log above says why ({plain})"
+    return f"pipeline {task} failed; {why} ({plain})"
+
+
+def _plain(text: str) -> str:
+    """`text` without terminal colours."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+class TaskProgress(io.TextIOBase):
+    """The local runner's output, all of it to a log file and one line per task to stderr.
+
+    kfp.local prints each task's executor input, streamed log and outputs to stdout; this
+    stands in for stdout while the pipeline runs. When a task fails, its last lines are
+    shown, since they say why.
+    """
+
+    FAILED_TASK_LINES = 30
+
+    def __init__(self, log: io.TextIOBase) -> None:
+        self.log, self.pending = log, ""
+        self.started: dict[str, float] = {}
+        self.recent: collections.deque[str] = collections.deque(maxlen=self.FAILED_TASK_LINES)
+        self.json_depth = 0  # non-zero inside an executor input: not worth showing
+
+    @classmethod
+    @contextlib.contextmanager
+    def to(cls, log_file: Path) -> Iterator["TaskProgress"]:
+        """Send stdout and this process's logging to `log_file`, task lines to stderr."""
+        root = logging.getLogger()
+        handlers = root.handlers[:]
+        with log_file.open("w", encoding="utf-8") as log:
+            progress = cls(log)
+            print(f"running the pipeline; its whole log: {log_file}", file=sys.stderr)
+            root.handlers = [logging.StreamHandler(progress)]
+            try:
+                with contextlib.redirect_stdout(progress):
+                    yield progress
+            finally:
+                root.handlers = handlers
+
+    def write(self, text: str) -> int:
+        """Log `text`; report each task start and end it completes."""
+        self.log.write(text)
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in map(_plain, lines):
+            self._follow(line)
+        return len(text)
+
+    def _follow(self, line: str) -> None:
+        if started := re.search(r"Executing task '([\w-]+)'", line):
+            self.started[started.group(1)] = time.monotonic()
+            self.recent.clear()
+        elif ended := re.search(r"Task '([\w-]+)' finished with status (\w+)", line):
+            task, status = ended.groups()
+            seconds = time.monotonic() - self.started.get(task, time.monotonic())
+            print(f"  {task:<14} {status.lower()} in {seconds:.0f} s", file=sys.stderr)
+            if status != "SUCCESS":
+                print("\n".join(f"    {kept}" for kept in self.recent), file=sys.stderr)
+        elif line.rstrip().endswith("Got executor_input:"):
+            self.json_depth = -1  # the JSON starts on the next line
+        elif self.json_depth:
+            self.json_depth = max(self.json_depth, 0) + line.count("{") - line.count("}")
+        elif line.strip() and not re.search(r"\[KFP Executor|Streamed logs:", line):
+            self.recent.append(line.strip())
+
+
+def quiet_summary(output_dir: Path) -> str:
+    """The end of `sasrec run`'s output: the headline table and where everything is."""
+    from sasrec.evaluate import PROMOTION_FILE
+    from sasrec.headline import console_summary
+    from sasrec.sweep import read_trials
+
+    output_dir = output_dir.resolve()
+    promotion_file = output_dir / "evaluation" / PROMOTION_FILE
+    training = read_json(output_dir / "model" / "training.json")
+    places = {
+        "report": str(output_dir / "evaluation" / REPORT_FILE),
+        "model": str(output_dir / "model"),
+        "MLflow run": f"{training.get('mlflow_run_id')} in {training.get('mlflow_tracking_uri')}",
+    }
+    return console_summary(
+        read_json(output_dir / METRICS_FILE),
+        read_trials(output_dir / "model"),
+        read_json(promotion_file) if promotion_file.is_file() else None,
+        places,
+    )

@@ -11,11 +11,22 @@ matplotlib.use("Agg")  # no display in a pipeline task
 
 import matplotlib.pyplot as plt
 
-STYLE = (
-    "body{font-family:sans-serif;max-width:1100px;margin:auto}"
-    "table{border-collapse:collapse;margin:8px 0}"
-    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-)
+STYLE = """
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1f2328;
+       max-width: 1100px; margin: 24px auto; padding: 0 16px; }
+h1 { font-size: 26px; margin-bottom: 8px; }
+h2 { font-size: 20px; margin-top: 32px; border-bottom: 1px solid #d0d7de; }
+h3 { font-size: 16px; margin-top: 24px; }
+.headline { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 8px;
+            padding: 8px 20px 12px; }
+.lead { font-size: 17px; }
+.note { color: #57606a; font-size: 13px; }
+table { border-collapse: collapse; margin: 8px 0; font-variant-numeric: tabular-nums; }
+th { background: #eaeef2; }
+td, th { border: 1px solid #d0d7de; padding: 4px 10px; text-align: left; }
+tbody tr:nth-child(even) { background: #f6f8fa; }
+img { max-width: 100%; margin: 12px 0; }
+"""
 
 
 def figure_html(figure: plt.Figure, alt: str) -> str:

@@ -1,11 +1,14 @@
 """The evaluation report: one self-contained HTML file with tables and matplotlib plots."""
 
+import html
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import matplotlib.pyplot as plt
 import polars as pl
 
+from sasrec.headline import COLUMNS, promotion_line, scorer_rows, sweep_line
 from sasrec.metrics import KS
 from sasrec.pages import figure_html, html_page, table_html
 
@@ -71,8 +74,10 @@ def render_report(
     breakdowns: pl.DataFrame,
     examples: list[Example],
     context: dict[str, Any],
+    trials: list[dict[str, Any]] | None = None,
+    promotion: dict[str, Any] | None = None,
 ) -> str:
-    """The report page.
+    """The report page: the headline, then the plots, then the details.
 
     Args:
         metrics: The flat metrics of metrics.json.
@@ -80,7 +85,9 @@ def render_report(
             (`sasrec`, `transition`, `popularity`).
         breakdowns: Output of `evaluate.breakdowns`.
         examples: A few test users to show.
-        context: Facts shown at the top (data sizes, training summary).
+        context: Data and training facts, shown last.
+        trials: A sweep's trials table (`sweep.trials_table`); None without a sweep.
+        promotion: The promote step's decision; None without one.
     """
     model = scorer_metrics["sasrec"]
     headline_rows = [
@@ -109,33 +116,69 @@ def render_report(
         ]
         for e in examples
     ]
+    lead = (
+        f"SASRec finds the held-out item in its top 10 for {metrics['hit@10']:.1%} of "
+        f"{int(metrics['num_test_users']):,} test users (NDCG@10 {metrics['ndcg@10']:.4f}): "
+        f"{lift(model['ndcg@10'], scorer_metrics['transition']['ndcg@10'])} against the "
+        f"transition baseline, {lift(model['ndcg@10'], scorer_metrics['popularity']['ndcg@10'])}"
+        " against popularity."
+    )
+    notes = [
+        f"<p><b>{label}:</b> {html.escape(line)}</p>"
+        for label, line in (("Sweep", sweep_line(trials)), ("Promotion", promotion_line(promotion)))
+        if line
+    ]
+    breakdown_parts = {
+        title: breakdowns.filter(pl.col("breakdown") == name)
+        for name, title in (
+            ("history_length", "NDCG@10 by the user's history length"),
+            ("target_popularity", "NDCG@10 by the held-out item's training count"),
+        )
+    }
     sections = [
         "<h1>SASRec evaluation report</h1>",
-        table_html(["fact", "value"], [[k, v] for k, v in context.items()]),
-        "<h2>Model against baselines (test users, full catalogue)</h2>",
+        '<section class="headline">',
+        f'<p class="lead">{html.escape(lead)}</p>',
+        table_html(COLUMNS, scorer_rows(metrics)),
+        '<p class="note">Test users, full catalogue, history excluded; sampled: among 100 '
+        "random items the user never had, as in the paper (it overstates quality).</p>",
+        *notes,
+        "</section>",
+        figure_html(metric_at_k_plot(scorer_metrics), "metrics at K"),
+        *(
+            figure_html(breakdown_plot(part, title), title)
+            for title, part in breakdown_parts.items()
+        ),
+    ]
+    if trials:
+        sections += [
+            "<h2>Sweep trials (chosen on validation NDCG@10)</h2>",
+            table_html(
+                ["trial", "hparams", "val ndcg@10", "val hit@10", "best epoch", "MLflow run"],
+                [[t["trial"], json.dumps(t["hparams"]), t["val_ndcg@10"], t["val_hit@10"],
+                  t["best_epoch"], t["mlflow_run_id"]] for t in trials],
+            ),
+        ]  # fmt: skip
+    sections += [
+        "<h2>Details</h2>",
+        "<h3>Model against baselines, with beyond-accuracy figures</h3>",
         table_html(["scorer", *HEADLINE, "coverage@10", "mean popularity@10"], headline_rows),
         "<h3>Lift of SASRec over each baseline</h3>",
         table_html(["baseline", *HEADLINE], lift_rows),
-        figure_html(metric_at_k_plot(scorer_metrics), "metrics at K"),
-        "<h2>Protocols (SASRec, test users)</h2>",
-        "<p>Sampled protocols rank the held-out item among 100 items the user never "
-        "interacted with; they overstate quality and are shown for comparison with papers.</p>",
+        "<h3>Protocols (SASRec, test users)</h3>",
         table_html(["protocol", "ndcg@10", "ndcg@50", "hit@10", "hit@50"], protocol_rows),
-        "<h2>Validation and test (SASRec, full catalogue)</h2>",
+        "<h3>Validation and test (SASRec, full catalogue)</h3>",
         table_html(["metric", "validation", "test"], validation_rows),
-        "<h2>Breakdowns</h2>",
     ]
-    for name, title in (
-        ("history_length", "NDCG@10 by the user's history length"),
-        ("target_popularity", "NDCG@10 by the held-out item's training count"),
-    ):
-        part = breakdowns.filter(pl.col("breakdown") == name)
-        sections.append(figure_html(breakdown_plot(part, title), title))
-        sections.append(table_html(part.columns, [list(row) for row in part.rows()]))
+    for title, part in breakdown_parts.items():
+        sections += [f"<h3>{html.escape(title)}</h3>",
+                     table_html(part.columns, [list(row) for row in part.rows()])]  # fmt: skip
     sections += [
-        "<h2>Example test users</h2>",
+        "<h3>Example test users</h3>",
         "<p>Most recent history items, the held-out item, and SASRec's top 10 "
         "(the held-out item in &lt;&lt; &gt;&gt; when it was found).</p>",
         table_html(["user", "recent history", "held out", "top 10"], example_rows),
+        "<h3>Data and training</h3>",
+        table_html(["fact", "value"], [[k, v] for k, v in context.items()]),
     ]
     return html_page("SASRec evaluation report", sections)

@@ -15,7 +15,7 @@ from mlflow.models import set_model
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
-from sasrec.serving import DEFAULT_K, BadRequest, Recommender, request_k, histories_from
+from sasrec.serving import DEFAULT_K, BadRequest, Recommender, histories_from, request_k
 
 MODEL_DIR_ARTIFACT = "model_dir"
 try:  # KServe's MLflow runtime (MLServer) answers its own errors with 400, any other with 500

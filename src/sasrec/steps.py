@@ -18,7 +18,7 @@ from sasrec.data.download import default_cache_dir, download_interactions, fetch
 from sasrec.data.sequences import build_sequences
 from sasrec.errors import SASRecError
 from sasrec.inputs import SequenceFiles, read_sequences
-from sasrec.io import read_json, require_output_dir
+from sasrec.io import read_json, require_complete, require_output_dir
 from sasrec.storage import redact
 
 if TYPE_CHECKING:  # torch is imported by the steps that use it: see above
@@ -78,6 +78,8 @@ class TrainJob:
     run_name: str | None
     checkpoint_dir: str | Path  # a local path, or a gs:// or s3:// URI
     registered_model_name: str | None
+    parent_run_id: str | None = None  # a sweep's parent MLflow run
+    trial: int | None = None  # the trial number in a sweep
 
 
 def default_checkpoint_dir(model_dir: str | Path) -> Path:
@@ -86,15 +88,17 @@ def default_checkpoint_dir(model_dir: str | Path) -> Path:
     return model_dir.with_name(model_dir.name + ".checkpoint")
 
 
-def pipeline_checkpoint_dir(checkpoint_root: str, pipeline_run_id: str) -> str | None:
-    """The train task's checkpoint folder under `checkpoint_root`, one per pipeline run.
+def pipeline_checkpoint_dir(
+    checkpoint_root: str, pipeline_run_id: str, trial: int = 0
+) -> str | None:
+    """A train task's checkpoint folder under `checkpoint_root`: per pipeline run and trial.
 
     Keyed by the pipeline run, so a retried pod of the same run finds the checkpoint and a
     new run starts afresh. None (the default folder beside the model) when the root is empty.
     """
     if not checkpoint_root:
         return None
-    return str(storage.join(checkpoint_root, pipeline_run_id, "train"))
+    return str(storage.join(checkpoint_root, pipeline_run_id, f"train-{trial}"))
 
 
 def train_step(
@@ -108,6 +112,8 @@ def train_step(
     num_processes: int = 1,
     registered_model_name: str | None = None,
     gpus: int = 0,
+    parent_run_id: str | None = None,
+    trial: int | None = None,
 ) -> dict[str, Any]:
     """Train in an MLflow run: hyperparameters, data stats, per-epoch metrics, the model.
 
@@ -130,6 +136,8 @@ def train_step(
         registered_model_name: Also register the MLflow model under this name.
         gpus: GPUs given to this job; at least 1 means CUDA must work (unless hparams ask
             for device cpu), else the step fails at once instead of training on the CPU.
+        parent_run_id: In a sweep: the MLflow run whose child this training's run is.
+        trial: In a sweep: this training's trial number, kept in training.json.
 
     Raises:
         SASRecError: in a Kubernetes pod without a tracking URI, or with `gpus` and no
@@ -148,6 +156,7 @@ def train_step(
     job = TrainJob(
         Path(sequences_dir), Path(model_dir), hparams, tracking_uri, experiment, run_name,
         checkpoint_dir or default_checkpoint_dir(model_dir), registered_model_name,
+        parent_run_id, trial,
     )  # fmt: skip
     if num_processes > 1 and not distributed.launched_by_torchrun():
         args = ["sasrec.cli", "train", *train_cli_args(job)]
@@ -171,7 +180,9 @@ def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training"
     run_file = storage.join(job.checkpoint_dir, CHECKPOINT_RUN_FILE)
     resumed_run = _resumable_run(job.tracking_uri, run_file) if training.resumed else None
     code_version = tracking.code_version()  # may ask git: once
-    with tracking.mlflow_run(job.tracking_uri, job.experiment, job.run_name, resumed_run) as run_id:
+    with tracking.mlflow_run(
+        job.tracking_uri, job.experiment, job.run_name, resumed_run, job.parent_run_id
+    ) as run_id:
         if resumed_run:
             log.info("continuing MLflow run %s from %s", run_id, job.checkpoint_dir)
         else:
@@ -186,6 +197,8 @@ def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training"
             # Without any user:password@ part: training.json is an artifact anyone may read.
             "mlflow_tracking_uri": redact(tracking.resolve_tracking_uri(job.tracking_uri)),
         }
+        if job.trial is not None:
+            lineage |= {"sweep_trial": job.trial, "mlflow_parent_run_id": job.parent_run_id}
         epoch_metrics = tracking.BufferedMetricsLogger(
             job.tracking_uri, run_id, tracking.outage_seconds()
         )
@@ -222,10 +235,142 @@ def train_cli_args(job: TrainJob) -> list[str]:
         ("--tracking-uri", job.tracking_uri),
         ("--run-name", job.run_name),
         ("--register-as", job.registered_model_name),
+        ("--parent-run-id", job.parent_run_id),
+        ("--trial", job.trial),
     ):
-        if value:
-            args += [flag, value]
+        if value is not None and value != "":
+            args += [flag, str(value)]
     return args
+
+
+def plan_trials_step(
+    hparams: dict[str, Any],
+    hparams_grid: list[dict[str, Any]],
+    tracking_uri: str | None = None,
+    experiment: str = tracking.DEFAULT_EXPERIMENT,
+    run_name: str | None = None,
+) -> list[dict[str, Any]]:
+    """The trials of a sweep (see `sweep.plan_trials`), each with its MLflow parent run.
+
+    With a grid, one parent MLflow run is opened for the sweep and every trial's run is
+    its child (`select_trial_step` closes it); without, the one trial has no parent.
+    """
+    from sasrec.sweep import plan_trials
+
+    trials = plan_trials(hparams, hparams_grid)
+    parent_run_id = ""
+    if hparams_grid:
+        tracking.require_lasting_store(tracking_uri)
+        parent_run_id = tracking.start_parent_run(
+            tracking_uri, experiment, run_name,
+            {"hparams": json.dumps(hparams), "hparams_grid": json.dumps(hparams_grid)},
+        )  # fmt: skip
+    return [trial | {"parent_run_id": parent_run_id} for trial in trials]
+
+
+def select_trial_step(
+    model_dirs: list[str | Path], out_dir: str | Path, tracking_uri: str | None = None
+) -> dict[str, Any]:
+    """Copy the trial with the best validation NDCG@10 to `out_dir`, with every trial's results.
+
+    The copy holds `trials.json` beside the winner's files. A sweep's parent MLflow run
+    gets the winner and is closed.
+
+    Returns:
+        The winner's training summary, with its trial number and the number of trials.
+    """
+    import shutil
+
+    from sasrec.checkpoint import read_training_info
+    from sasrec.io import atomic_dir, write_json
+    from sasrec.sweep import TRIALS_FILE, trials_table, winner
+
+    infos = [read_training_info(require_complete(d, schema.TRAIN_STEP)) for d in model_dirs]
+    table = trials_table(infos)
+    best = winner(table)
+    best_dir = next(
+        d for d, info in zip(model_dirs, infos, strict=True)
+        if info.get("sweep_trial", 0) == best["trial"]
+    )  # fmt: skip
+    require_output_dir(out_dir, schema.TRAIN_STEP)
+    with atomic_dir(out_dir, schema.TRAIN_STEP) as tmp:
+        shutil.copytree(best_dir, tmp, dirs_exist_ok=True)
+        if len(table) > 1:
+            write_json(table, tmp / TRIALS_FILE)
+    log.info("trial %d of %d won: validation ndcg@10 %.4f", best["trial"], len(table),
+             best["val_ndcg@10"])  # fmt: skip
+    parent_run_id = infos[0].get("mlflow_parent_run_id")
+    if parent_run_id:
+        tracking.finish_parent_run(
+            tracking_uri or infos[0].get("mlflow_tracking_uri"), parent_run_id,
+            {"best_val_ndcg@10": best["val_ndcg@10"], "trials": float(len(table))},
+            {"sweep.winner_trial": str(best["trial"]),
+             "sweep.winner_run_id": str(best["mlflow_run_id"])},
+        )  # fmt: skip
+    winner_info = next(i for i in infos if i.get("sweep_trial", 0) == best["trial"])
+    return winner_info | {"sweep_trial": best["trial"], "sweep_trials": len(table)}
+
+
+def promote_step(
+    model_dir: str | Path,
+    sequences_dir: str | Path,
+    out_dir: str | Path,
+    registered_model_name: str | None,
+    metric: str = "ndcg@10",
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """Register the model; give it the `champion` alias if it beats the champion on `metric`.
+
+    The first version becomes champion; otherwise both are scored on this run's test users
+    (`sasrec.promotion`) and the alias moves only when the new version scores higher (a
+    tie keeps the champion). Without a name nothing is registered. The decision goes to
+    `out_dir/promotion.json` and, with both scores, to tags on the new version.
+    """
+    import tempfile
+
+    from sasrec import promotion
+    from sasrec.checkpoint import read_training_info
+    from sasrec.evaluate import PROMOTION_FILE
+    from sasrec.io import atomic_dir, write_json
+
+    require_output_dir(out_dir, schema.PROMOTE_STEP)
+    model_dir = require_complete(model_dir, schema.TRAIN_STEP)
+    alias = promotion.CHAMPION_ALIAS
+    if not registered_model_name:
+        decision = promotion.Decision("not registered", False, metric)
+    else:
+        info = read_training_info(model_dir)
+        uri = tracking_uri or info["mlflow_tracking_uri"]
+        version = tracking.register_run_model(uri, registered_model_name, info["mlflow_run_id"])
+        champion = tracking.version_with_alias(uri, registered_model_name, alias)
+        named = {"registered_model_name": registered_model_name, "version": version}
+        if champion is None or champion == version:
+            outcome = "first champion" if champion is None else "already champion"
+            decision = promotion.Decision(outcome, True, metric, **named)
+        else:
+            sequences = read_sequences(sequences_dir)
+            with tempfile.TemporaryDirectory() as scratch:
+                champion_dir = tracking.download_model_dir(
+                    uri, registered_model_name, champion, Path(scratch)
+                )
+                new_score, old_score = promotion.compare(
+                    promotion.load_for_scoring(model_dir),
+                    promotion.load_for_scoring(champion_dir), sequences, metric,
+                )  # fmt: skip
+            wins = new_score > old_score
+            decision = promotion.Decision(
+                "promoted" if wins else "kept champion", wins, metric, **named,
+                challenger_score=new_score, champion_version=champion, champion_score=old_score,
+            )  # fmt: skip
+        if decision.promoted:
+            tracking.set_alias(uri, registered_model_name, alias, version)
+        tracking.tag_version(uri, registered_model_name, version, {
+            f"promotion.{k}": str(v) for k, v in decision.as_dict().items() if v is not None
+        })  # fmt: skip
+    log.info("promotion: %s", decision.as_dict())
+    with atomic_dir(out_dir, schema.PROMOTE_STEP) as tmp:
+        write_json(decision.as_dict(), tmp / PROMOTION_FILE)
+    return decision.as_dict()
 
 
 def evaluate_step(
@@ -234,15 +379,20 @@ def evaluate_step(
     out_dir: str | Path,
     tracking_uri: str | None = None,
     exclude_history: bool = True,
+    promotion_dir: str | Path | None = None,
 ) -> dict[str, float]:
     """Evaluate the model and the baselines; log metrics and report to the model's MLflow run.
 
-    Writes metrics.json, breakdowns.csv and report.html into `out_dir`.
+    Writes metrics.json, breakdowns.csv and report.html into `out_dir`; with
+    `promotion_dir` (the promote step's output) the report shows its decision.
     """
     from sasrec.checkpoint import read_training_info
-    from sasrec.evaluate import evaluate_model
+    from sasrec.evaluate import PROMOTION_FILE, evaluate_model
 
-    metrics = evaluate_model(model_dir, sequences_dir, out_dir, exclude_history=exclude_history)
+    promotion = read_json(Path(promotion_dir) / PROMOTION_FILE) if promotion_dir else None
+    metrics = evaluate_model(
+        model_dir, sequences_dir, out_dir, exclude_history=exclude_history, promotion=promotion
+    )
     info = read_training_info(model_dir)
     run_id, uri = info.get("mlflow_run_id"), tracking_uri or info.get("mlflow_tracking_uri")
     if run_id and tracking.run_exists(uri, run_id):

@@ -74,6 +74,7 @@ def mlflow_run(
     experiment: str = DEFAULT_EXPERIMENT,
     run_name: str | None = None,
     run_id: str | None = None,
+    parent_run_id: str | None = None,
 ) -> Iterator[str]:
     """Start a new MLflow run, or resume `run_id`; yields the run id.
 
@@ -82,6 +83,7 @@ def mlflow_run(
         experiment: Experiment of a new run (created when missing).
         run_name: Name of a new run.
         run_id: An existing run to log into instead of starting one.
+        parent_run_id: Make a new run a child of this one (a sweep's trials).
     """
     import mlflow
 
@@ -92,7 +94,9 @@ def mlflow_run(
     mlflow.set_tracking_uri(uri)
     if run_id is None:
         mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name) as run:
+    with mlflow.start_run(
+        run_id=run_id, run_name=None if run_id else run_name, parent_run_id=parent_run_id
+    ) as run:
         if uri.startswith(("http://", "https://")):
             experiment_id = run.info.experiment_id
             log.info(
@@ -100,6 +104,46 @@ def mlflow_run(
                 redact(uri).rstrip("/"), experiment_id, run.info.run_id,
             )  # fmt: skip
         yield run.info.run_id
+
+
+def start_parent_run(
+    tracking_uri: str | None, experiment: str, run_name: str | None, params: dict[str, Any]
+) -> str:
+    """Create a run that stays open while its children (a sweep's trials) run elsewhere.
+
+    `finish_parent_run` closes it. Returns its run id.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run = client.create_run(experiment_id, run_name=run_name)
+    client.log_batch(
+        run.info.run_id,
+        params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()],
+    )
+    return run.info.run_id
+
+
+def finish_parent_run(
+    tracking_uri: str | None, run_id: str, metrics: dict[str, float], tags: dict[str, str]
+) -> None:
+    """Log a sweep's outcome to its parent run and close the run."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    timestamp = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[
+            mlflow.entities.Metric(mlflow_key(k), v, timestamp, 0) for k, v in metrics.items()
+        ],
+        tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()],
+    )
+    client.set_terminated(run_id)
 
 
 def run_exists(tracking_uri: str | None, run_id: str) -> bool:
@@ -304,3 +348,68 @@ def log_recommender_model(model_dir: Path, registered_model_name: str | None = N
         registered_model_name=registered_model_name,
     )
     return info.model_uri
+
+
+def _registry(tracking_uri: str | None) -> Any:
+    from mlflow import MlflowClient
+
+    uri = resolve_tracking_uri(tracking_uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def register_run_model(tracking_uri: str | None, name: str, run_id: str) -> str:
+    """Register the model logged by `run_id` under `name`; returns the version.
+
+    A retried step finds the version it registered before instead of adding another.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _registry(tracking_uri)
+    try:
+        client.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    if existing:
+        return existing[0].version
+    (logged,) = client.get_run(run_id).outputs.model_outputs
+    source = f"models:/{logged.model_id}"
+    return client.create_model_version(name, source, run_id, model_id=logged.model_id).version
+
+
+def version_with_alias(tracking_uri: str | None, name: str, alias: str) -> str | None:
+    """The version of `name` holding `alias`, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _registry(tracking_uri).get_model_version_by_alias(name, alias).version
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def set_alias(tracking_uri: str | None, name: str, alias: str, version: str) -> None:
+    """Point `alias` of `name` at `version`."""
+    _registry(tracking_uri).set_registered_model_alias(name, alias, version)
+
+
+def tag_version(tracking_uri: str | None, name: str, version: str, tags: dict[str, str]) -> None:
+    """Set tags on one model version."""
+    client = _registry(tracking_uri)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+
+def download_model_dir(tracking_uri: str | None, name: str, version: str, dst: Path) -> Path:
+    """The model directory inside registered version `version` of `name`, downloaded to `dst`."""
+    import mlflow
+    from mlflow.models import Model
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    local = Path(
+        mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(dst))
+    )
+    artifacts = Model.load(local).flavors["python_function"]["artifacts"]
+    return local / artifacts["model_dir"]["path"]
