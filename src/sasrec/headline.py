@@ -29,8 +29,8 @@ def sweep_line(trials: list[dict[str, Any]] | None) -> str | None:
         f"{row['val_ndcg@10']:.4f}" for row in trials if row["trial"] != best["trial"]
     )
     return (
-        f"trial {best['trial']} of {len(trials)} won {json.dumps(best['hparams'])}: validation NDCG@10 "
-        f"{best['val_ndcg@10']:.4f} (others {others})"
+        f"trial {best['trial']} of {len(trials)} won {json.dumps(best['hparams'])}: "
+        f"validation NDCG@10 {best['val_ndcg@10']:.4f} (others {others})"
     )
 
 
