@@ -2,7 +2,7 @@
 #? ARGS            flags for `sasrec run` (run, run-docker) or pipelines.submit (submit)
 #? PYTEST_ARGS     extra pytest arguments for the test targets
 #? VENV, PYTHON    the virtualenv to create (.venv) and the Python that creates it
-#? PIPELINE_YAML   where compile-pipeline writes (build/sasrec_pipeline.yaml)
+#? PIPELINE_YAML   where compile-pipeline writes (build/sasrec_pipeline.yaml); SWEEP_PARALLELISM: trials training at once (4)
 #? IMAGE_REGISTRY  registry prefix of the step images (empty: local names); IMAGE_TAG: their tag
 #? SOURCE, KCORE, HPARAMS  compose-run's source, k-core and hyperparameters
 #? MODEL, PORT     serve's MLflow model URI (e.g. models:/sasrec-games@champion) and port (5001)

@@ -109,7 +109,8 @@ def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphC
                 the `champion` alias when it beats the champion on promotion_metric; empty: no.
             promotion_metric: Test metric that decides the promotion, e.g. ndcg@10 or hit@10;
                 both models are scored on this run's test users, a tie keeps the champion.
-            write_recommendations: Also write every user's top-K items as Parquet.
+            write_recommendations: Also write every user's top-K items as Parquet (with the
+            evaluate task's CPU and memory).
             recommendations_k: Items per user in the recommendations.
             download_cpu: CPU request and limit of the download task.
             download_memory: Memory request and limit of the download task.
@@ -211,8 +212,7 @@ def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphC
                 k=recommendations_k,
             )
             recommend_task.set_display_name("Recommend for every user")
-            # Constants: kfp.local cannot pass pipeline parameters into a condition's resources.
-            pod.run_locked_down(recommend_task, pod.EVALUATE.cpu, pod.EVALUATE.memory,
+            pod.run_locked_down(recommend_task, evaluate_cpu, evaluate_memory,
                                 pod.EVALUATE.scratch)  # fmt: skip
 
         return PipelineOutputs(model=best_model, evaluation=evaluate_task.outputs["evaluation"])

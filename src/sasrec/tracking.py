@@ -372,10 +372,10 @@ def register_run_model(tracking_uri: str | None, name: str, run_id: str) -> str:
             raise
     existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     if existing:
-        return existing[0].version
+        return str(existing[0].version)
     (logged,) = client.get_run(run_id).outputs.model_outputs
     source = f"models:/{logged.model_id}"
-    return client.create_model_version(name, source, run_id, model_id=logged.model_id).version
+    return str(client.create_model_version(name, source, run_id, model_id=logged.model_id).version)
 
 
 def version_with_alias(tracking_uri: str | None, name: str, alias: str) -> str | None:
@@ -383,7 +383,7 @@ def version_with_alias(tracking_uri: str | None, name: str, alias: str) -> str |
     from mlflow.exceptions import MlflowException
 
     try:
-        return _registry(tracking_uri).get_model_version_by_alias(name, alias).version
+        return str(_registry(tracking_uri).get_model_version_by_alias(name, alias).version)
     except MlflowException as err:
         if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None

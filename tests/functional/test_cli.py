@@ -101,7 +101,7 @@ def test_four_steps_on_the_real_amazon_sample(amazon_sample_gz, tmp_path, mlflow
     assert all(0.0 <= metrics[k] <= 1.0 for k in ("ndcg@10", "hit@10", "sampled_ndcg@10"))
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
         "_SASREC_STEP", "_SUCCESS", "config.json", "item_vocab.parquet", "model.pt",
-        "training.json",
+        "popular_items.json", "training.json",
     ]  # fmt: skip
 
 

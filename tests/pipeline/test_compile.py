@@ -26,13 +26,23 @@ def spec(documents) -> dict:
     return documents[0]
 
 
-def test_four_tasks_chained_by_artifacts(spec):
+def sweep_loop(spec: dict) -> str:
+    (name,) = [n for n in spec["root"]["dag"]["tasks"] if n.startswith("for-loop-")]
+    return name
+
+
+def train_task(spec: dict) -> dict:
+    """The train task: inside the sweep's ParallelFor, one per trial."""
+    return spec["components"][f"comp-{sweep_loop(spec)}"]["dag"]["tasks"]["train"]
+
+
+def test_tasks_chained_by_artifacts(spec):
     tasks = {
         name: task
         for name, task in spec["root"]["dag"]["tasks"].items()
-        if not name.startswith("condition-")
+        if not name.startswith(("condition-", "for-loop-"))
     }
-    assert set(tasks) == set(STEPS)
+    assert set(tasks) == {*STEPS, "plan-trials", "select-trial", "promote"} - {"train"}
     producers = {
         name: {
             (arg, source["producerTask"], source["outputArtifactKey"])
@@ -41,18 +51,73 @@ def test_four_tasks_chained_by_artifacts(spec):
         }
         for name, task in tasks.items()
     }
+    loop = sweep_loop(spec)
     assert producers == {
         "download": set(),
         "sequences": {("interactions", "download", "interactions")},
-        "train": {("sequences", "sequences", "sequences")},
-        "evaluate": {("model", "train", "model"), ("sequences", "sequences", "sequences")},
-    }
+        "plan-trials": set(),
+        "select-trial": {("models", loop, "pipelinechannel--train-model")},
+        "promote": {("model", "select-trial", "model"), ("sequences", "sequences", "sequences")},
+        "evaluate": {("model", "select-trial", "model"), ("sequences", "sequences", "sequences"),
+                     ("promotion", "promote", "promotion")},
+    }  # fmt: skip
+    inner = train_task(spec)["inputs"]["artifacts"]["sequences"]
+    assert inner == {"componentInputArtifact": "pipelinechannel--sequences-sequences"}
     assert {name: task["taskInfo"]["name"] for name, task in tasks.items()} == {
         "download": "Download reviews",
         "sequences": "Build sequences",
-        "train": "Train SASRec",
+        "plan-trials": "Plan trials",
+        "select-trial": "Select the best trial",
+        "promote": "Register and promote",
         "evaluate": "Evaluate",
     }
+
+
+def test_trials_fan_out_from_the_plan_and_are_collected(spec):
+    loop = spec["root"]["dag"]["tasks"][sweep_loop(spec)]
+    assert (
+        loop["parameterIterator"]["items"]["inputParameter"]
+        == "pipelinechannel--plan-trials-Output"
+    )
+    assert loop["iteratorPolicy"]["parallelismLimit"] == 4  # the compile default
+    inputs = train_task(spec)["inputs"]["parameters"]
+    for name in ("hparams", "trial", "parent_run_id"):
+        assert inputs[name]["parameterExpressionSelector"] == f'parseJson(string_value)["{name}"]'
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["hparams_grid"] == {"defaultValue": [], "isOptional": True,
+                                          "parameterType": "LIST"}  # fmt: skip
+    assert parameters["promotion_metric"]["defaultValue"] == "ndcg@10"
+    collected = spec["components"]["comp-select-trial"]["inputDefinitions"]["artifacts"]["models"]
+    assert collected["isArtifactList"] is True
+
+
+def test_sweep_parallelism_is_a_compile_setting(tmp_path):
+    out = tmp_path / "p.yaml"
+    env = os.environ | {"SWEEP_PARALLELISM": "2"}
+    subprocess.run([sys.executable, "-m", "pipelines.compile", str(out)], env=env, check=True)
+    spec = next(yaml.safe_load_all(out.read_text()))
+    assert spec["root"]["dag"]["tasks"][sweep_loop(spec)]["iteratorPolicy"] == {
+        "parallelismLimit": 2
+    }
+
+
+def test_parameters_setting_nested_task_resources_reach_them(spec):
+    """Every pipeline channel a loop or condition's task reads is declared and passed in."""
+    root = spec["root"]["dag"]["tasks"]
+    for name, task in root.items():
+        component = spec["components"][task["componentRef"]["name"]]
+        if "dag" not in component:
+            continue
+        declared = component["inputDefinitions"]["parameters"]
+        loop_item = task.get("parameterIterator", {}).get("itemInput")
+        for inner in component["dag"]["tasks"].values():
+            for binding in inner["inputs"].get("parameters", {}).values():
+                channel = binding.get("componentInputParameter")
+                if channel and channel != loop_item:
+                    assert channel in declared, (name, channel)
+                    assert channel in task["inputs"]["parameters"], (name, channel)
+    passed = root[sweep_loop(spec)]["inputs"]["parameters"]
+    assert passed["pipelinechannel--train_cpu"] == {"componentInputParameter": "train_cpu"}
 
 
 def test_artifact_types(spec):
@@ -81,15 +146,16 @@ def test_artifact_types(spec):
 def test_recommendations_run_on_a_pipeline_condition(spec):
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert parameters["write_recommendations"]["defaultValue"] is True
-    condition = spec["root"]["dag"]["tasks"]["condition-1"]
+    (name,) = [n for n in spec["root"]["dag"]["tasks"] if n.startswith("condition-")]
+    condition = spec["root"]["dag"]["tasks"][name]
     assert "write_recommendations" in condition["triggerPolicy"]["condition"]
-    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]["recommend"]
+    inner = spec["components"][f"comp-{name}"]["dag"]["tasks"]["recommend"]
     sources = {
         arg: artifact["componentInputArtifact"]
         for arg, artifact in inner["inputs"]["artifacts"].items()
     }
     assert sources == {
-        "model": "pipelinechannel--train-model",
+        "model": "pipelinechannel--select-trial-model",
         "sequences": "pipelinechannel--sequences-sequences",
     }
 
@@ -109,17 +175,23 @@ def test_training_requests_gpus_from_a_pipeline_parameter(spec):
     assert parameters["gpu_count"]["defaultValue"] == 1
     assert parameters["gpu_type"]["defaultValue"] == "nvidia.com/gpu"
     # The same parameter sets the number of data-parallel training processes.
-    train_inputs = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
-    assert train_inputs["num_processes"]["componentInputParameter"] == "gpu_count"
+    train_inputs = train_task(spec)["inputs"]["parameters"]
+    assert train_inputs["num_processes"]["componentInputParameter"] == "pipelinechannel--gpu_count"
 
 
 def test_train_placement_from_pipeline_parameters(documents):
     train = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    # Inside the sweep's loop: the loop's input, which the root passes from the parameter.
     assert train["nodeSelector"]["nodeSelectorJson"] == {
-        "componentInputParameter": "train_node_selector"
+        "componentInputParameter": "pipelinechannel--train_node_selector"
     }
     assert train["tolerations"][0]["tolerationJson"] == {
-        "componentInputParameter": "train_tolerations"
+        "componentInputParameter": "pipelinechannel--train_tolerations"
+    }
+    spec = documents[0]
+    passed = spec["root"]["dag"]["tasks"][sweep_loop(spec)]["inputs"]["parameters"]
+    assert passed["pipelinechannel--train_node_selector"] == {
+        "componentInputParameter": "train_node_selector"
     }
 
 
@@ -127,8 +199,9 @@ def test_data_steps_are_cached_and_training_is_not(spec):
     tasks = spec["root"]["dag"]["tasks"]
     assert tasks["download"]["cachingOptions"] == {"enableCache": True}
     assert tasks["sequences"]["cachingOptions"] == {"enableCache": True}
-    assert not tasks["train"]["cachingOptions"].get("enableCache")
-    assert not tasks["evaluate"]["cachingOptions"].get("enableCache")
+    assert not train_task(spec)["cachingOptions"].get("enableCache")
+    for name in ("plan-trials", "select-trial", "promote", "evaluate"):
+        assert not tasks[name]["cachingOptions"].get("enableCache"), name
 
 
 def test_pipeline_parameters_and_defaults(spec):
@@ -164,7 +237,8 @@ def test_every_task_requests_and_limits_cpu_and_memory_from_parameters(spec, doc
             assert parameters[f"{prefix}_{kind}"]["defaultValue"]
     assert parameters["train_memory"]["defaultValue"] == "16Gi"
     recommend = executors["exec-recommend"]["container"]["resources"]
-    assert recommend["resourceMemoryLimit"] == recommend["resourceMemoryRequest"] == "8Gi"
+    memory = "{{$.inputs.parameters['pipelinechannel--evaluate_memory']}}"
+    assert recommend["resourceMemoryLimit"] == recommend["resourceMemoryRequest"] == memory
     platform = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for step in [
         *RESOURCE_PARAMETERS,
@@ -180,10 +254,12 @@ def test_every_task_requests_and_limits_cpu_and_memory_from_parameters(spec, doc
 
 
 def test_train_is_retried_and_finds_its_checkpoint_by_the_pipeline_run(spec):
-    train = spec["root"]["dag"]["tasks"]["train"]
+    train = train_task(spec)
     assert train["retryPolicy"]["maxRetryCount"] == 3
     inputs = train["inputs"]["parameters"]
-    assert inputs["checkpoint_root"] == {"componentInputParameter": "checkpoint_root"}
+    assert inputs["checkpoint_root"] == {
+        "componentInputParameter": "pipelinechannel--checkpoint_root"
+    }
     assert inputs["pipeline_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
     assert spec["root"]["inputDefinitions"]["parameters"]["checkpoint_root"]["defaultValue"] == ""
 
@@ -192,8 +268,11 @@ def test_secrets_are_optional_and_named_by_parameters(documents):
     platform = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
     def secrets(step):
+        # A task in the sweep's loop reads the loop's input that the root passes on.
         return {
-            entry["secretNameParameter"]["componentInputParameter"]: (
+            entry["secretNameParameter"]["componentInputParameter"].removeprefix(
+                "pipelinechannel--"
+            ): (
                 entry["optional"],
                 sorted(key["envVar"] for key in entry["keyToEnv"]),
             )
@@ -205,7 +284,10 @@ def test_secrets_are_optional_and_named_by_parameters(documents):
     storage = secrets("download")["storage_secret"]
     assert storage[0] is True and {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(storage[1])
     assert secrets("train") == {"storage_secret": storage, "mlflow_secret": (True, mlflow_env)}
-    assert secrets("evaluate") == secrets("train")
+    assert secrets("evaluate") == secrets("promote") == secrets("train")
+    assert (
+        secrets("plan-trials") == secrets("select-trial") == {"mlflow_secret": (True, mlflow_env)}
+    )
     assert secrets("sequences") == {} and secrets("recommend") == {}
 
 

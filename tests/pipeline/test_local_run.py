@@ -12,6 +12,8 @@ import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
+from helpers import cyclic_reviews, write_reviews_jsonl_gz
+
 pytestmark = pytest.mark.slow
 
 
@@ -35,8 +37,14 @@ def test_run_from_an_amazon_mirror_logs_one_mlflow_run(
     for key in ("ndcg@10", "hit@10", "sampled_ndcg@10", "sampled_hit@10"):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["hit@10"] >= metrics["ndcg@10"]
-    # Task logs stream to stdout first; the metrics are printed last.
-    assert json.loads(result.stdout[result.stdout.rindex('{\n  "') :]) == metrics
+    # The console leads with the answer: a line per task, then a short table; the task
+    # logs (executor inputs and all) are in run.log.
+    assert len(result.stdout.splitlines()) < 15, result.stdout
+    (model_row,) = [line for line in result.stdout.splitlines() if line.startswith("SASRec ")]
+    assert model_row.split()[1:3] == [f"{metrics['ndcg@10']:.4f}", f"{metrics['hit@10']:.4f}"]
+    assert "promotion: not registered" in result.stdout
+    assert "  train          success in" in result.stderr
+    assert "Got executor_input" in (tmp_path / "outputs" / "run.log").read_text()
     model_dir = tmp_path / "outputs" / "model"
     assert {"model.pt", "config.json", "item_vocab.parquet", "training.json"} <= {
         p.name for p in model_dir.iterdir()
@@ -82,7 +90,8 @@ def test_failed_task_is_one_line_and_keeps_earlier_outputs(tmp_path, mlflow_uri)
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("sasrec run: error: pipeline task 'sequences' failed")
     assert "\x1b[" not in last_line
-    assert "3 interactions needed" in result.stdout  # the task's own log says why
+    assert "3 interactions needed" in result.stderr  # the task's last lines say why
+    assert "Got executor_input" not in result.stderr
     assert list((tmp_path / "outputs" / "pipeline_root").rglob("interactions.parquet"))
     assert not (tmp_path / "outputs" / "metrics.json").exists()
 
@@ -98,3 +107,46 @@ def test_docker_runner_without_an_mlflow_server_fails_before_any_task(tmp_path, 
     assert result.returncode == 2
     assert "the docker runner needs an MLflow server" in result.stderr.strip().splitlines()[-1]
     assert not list((tmp_path / "outputs" / "pipeline_root").rglob("*.parquet"))
+
+
+def test_sweep_evaluates_and_registers_only_the_best_trial_on_validation(tmp_path, mlflow_uri):
+    source = write_reviews_jsonl_gz(tmp_path / "cyclic.jsonl.gz", cyclic_reviews())
+    base = {"eval_every": 1, "batch_size": 16, "dropout": 0.1, "lr": 0.01}
+    grid = [
+        {"max_epochs": 1, "hidden_size": 8, "lr": 1e-5},  # barely trained
+        {"max_epochs": 30, "eval_every": 10, "hidden_size": 32},
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "sasrec.cli", "run", "--source", str(source), "--kcore", "0",
+         "--hparams", json.dumps(base), "--hparams-grid", json.dumps(grid),
+         "--register-as", "games"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    model_dir = tmp_path / "outputs" / "model"
+    training = json.loads((model_dir / "training.json").read_text())
+    trials = json.loads((model_dir / "trials.json").read_text())
+    assert [t["trial"] for t in trials] == [0, 1]
+    assert trials[1]["val_ndcg@10"] > trials[0]["val_ndcg@10"]
+    assert training["sweep_trial"] == 1 and training["hparams"]["max_epochs"] == 30
+
+    client = MlflowClient(mlflow_uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "sasrec"]
+    runs = {run.info.run_id: run for run in client.search_runs([experiment.experiment_id])}
+    (parent,) = [r for r in runs.values() if "mlflow.parentRunId" not in r.data.tags]
+    children = {t["trial"]: runs[t["mlflow_run_id"]] for t in trials}
+    assert len(runs) == 3 and parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children.values()} == {parent.info.run_id}
+    assert parent.data.tags["sweep.winner_run_id"] == training["mlflow_run_id"]
+    # Only the winner was evaluated (test metrics) and registered.
+    assert "test_ndcg_at_10" in children[1].data.metrics
+    assert "test_ndcg_at_10" not in children[0].data.metrics
+    (version,) = client.search_model_versions("name='games'")
+    assert version.run_id == training["mlflow_run_id"]
+    assert client.get_model_version_by_alias("games", "champion").version == version.version
+    promotion = json.loads((tmp_path / "outputs" / "evaluation" / "promotion.json").read_text())
+    assert promotion["decision"] == "first champion"
+    assert "sweep: trial 1 of 2 won" in result.stdout
+    assert "promotion: games version 1 is champion" in result.stdout
+    report = (tmp_path / "outputs" / "evaluation" / "report.html").read_text()
+    assert all(t["mlflow_run_id"] in report for t in trials)

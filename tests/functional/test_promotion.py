@@ -1,0 +1,123 @@
+"""Champion/challenger promotion against a real MLflow registry (sqlite store)."""
+
+from pathlib import Path
+
+import mlflow
+import polars as pl
+import pytest
+import torch
+
+from helpers import cyclic_reviews, write_reviews_jsonl_gz
+from sasrec.checkpoint import load_model_dir
+from sasrec.config import parse_hparams
+from sasrec.promotion import CatalogueMapped, catalogue_mapping
+from sasrec.steps import download_step, evaluate_step, promote_step, sequences_step, train_step
+
+pytestmark = pytest.mark.slow
+
+BASE = {"eval_every": 1, "batch_size": 16, "dropout": 0.1, "lr": 0.01}
+BARELY_TRAINED = BASE | {"max_epochs": 1, "hidden_size": 8, "lr": 1e-5}
+HALF_TRAINED = BASE | {"max_epochs": 3, "hidden_size": 16}
+WELL_TRAINED = BASE | {"max_epochs": 40, "eval_every": 10, "hidden_size": 32}
+
+
+def train(sequences_dir: Path, model_dir: Path, hparams: dict) -> Path:
+    train_step(sequences_dir, model_dir, parse_hparams(hparams))
+    return model_dir
+
+
+def champion_version() -> str:
+    return str(mlflow.MlflowClient().get_model_version_by_alias("games", "champion").version)
+
+
+def test_first_becomes_champion_a_worse_one_does_not_move_it_a_better_one_does(
+    sequences_dir, tmp_path, mlflow_uri
+):
+    models = {
+        name: train(sequences_dir, tmp_path / name, hparams)
+        for name, hparams in (
+            ("half", HALF_TRAINED), ("barely", BARELY_TRAINED), ("well", WELL_TRAINED)
+        )
+    }  # fmt: skip
+    # What the evaluate step measures for each, independently of the promote step.
+    tested = {
+        name: evaluate_step(model_dir, sequences_dir, tmp_path / f"eval-{name}")["ndcg@10"]
+        for name, model_dir in models.items()
+    }
+    assert tested["barely"] < tested["half"] < tested["well"]  # the scenario holds
+
+    first = promote_step(models["half"], sequences_dir, tmp_path / "p1", "games")
+    assert (first["decision"], first["version"], first["promoted"]) == ("first champion", "1", True)
+    assert champion_version() == "1"
+
+    second = promote_step(models["barely"], sequences_dir, tmp_path / "p2", "games")
+    assert (second["decision"], second["version"], second["promoted"]) == (
+        "kept champion", "2", False
+    )  # fmt: skip
+    assert champion_version() == "1"
+    assert second["challenger_score"] == pytest.approx(tested["barely"])
+    assert second["champion_score"] == pytest.approx(tested["half"])
+    tags = mlflow.MlflowClient().get_model_version("games", "2").tags
+    assert tags["promotion.decision"] == "kept champion"
+    assert float(tags["promotion.champion_score"]) == pytest.approx(tested["half"])
+
+    third = promote_step(models["well"], sequences_dir, tmp_path / "p3", "games")
+    assert (third["decision"], third["version"], third["promoted"]) == ("promoted", "3", True)
+    assert third["champion_version"] == "1"
+    assert third["challenger_score"] == pytest.approx(tested["well"])
+    assert champion_version() == "3"
+
+    # A retried step registers nothing new: the version is found by its MLflow run.
+    again = promote_step(models["well"], sequences_dir, tmp_path / "p4", "games")
+    assert (again["decision"], again["version"]) == ("already champion", "3")
+    assert len(mlflow.MlflowClient().search_model_versions("name='games'")) == 3
+
+
+def test_no_name_registers_nothing(sequences_dir, tmp_path, mlflow_uri):
+    model_dir = train(sequences_dir, tmp_path / "model", HALF_TRAINED)
+    decision = promote_step(model_dir, sequences_dir, tmp_path / "promotion", None)
+    assert decision["decision"] == "not registered" and not decision["promoted"]
+    assert mlflow.MlflowClient().search_registered_models() == []
+    assert (tmp_path / "promotion" / "promotion.json").is_file()
+
+
+def test_a_champion_of_another_catalogue_is_scored_through_item_ids(
+    sequences_dir, tmp_path, mlflow_uri
+):
+    champion = train(sequences_dir, tmp_path / "champion", WELL_TRAINED)
+    assert promote_step(champion, sequences_dir, tmp_path / "p1", "games")["promoted"]
+    # New data: the same users walk a longer cycle, so 20 items are new to the champion.
+    source = write_reviews_jsonl_gz(tmp_path / "longer.jsonl.gz", cyclic_reviews(num_items=60))
+    download_step(str(source), tmp_path / "raw2", cache_dir=tmp_path / "cache")
+    sequences_step(tmp_path / "raw2" / "interactions.parquet", tmp_path / "seq2", kcore=0)
+    challenger = train(tmp_path / "seq2", tmp_path / "challenger", WELL_TRAINED)
+    decision = promote_step(challenger, tmp_path / "seq2", tmp_path / "p2", "games")
+    tested = evaluate_step(challenger, tmp_path / "seq2", tmp_path / "eval")["ndcg@10"]
+    assert decision["challenger_score"] == pytest.approx(tested)
+    assert 0.0 < decision["champion_score"] < 1.0  # it knows most items: not a zero
+    assert decision["promoted"] == (decision["challenger_score"] > decision["champion_score"])
+
+
+def test_catalogue_mapping_scores_items_by_id(sequences_dir, tmp_path, mlflow_uri):
+    model_dir = train(sequences_dir, tmp_path / "model", HALF_TRAINED)
+    model = load_model_dir(model_dir, torch.device("cpu"))
+    theirs = pl.read_parquet(model_dir / "item_vocab.parquet")
+    # Ours: their items in reverse order, and two they never saw.
+    ids = [*reversed(theirs["item_id"].to_list()), "NEW1", "NEW2"]
+    ours = pl.DataFrame({"item_index": range(1, len(ids) + 1), "item_id": ids},
+                        schema={"item_index": pl.Int32, "item_id": pl.String})  # fmt: skip
+    scorer = CatalogueMapped(model, catalogue_mapping(ours, theirs))
+    their_index = dict(zip(theirs["item_id"], theirs["item_index"], strict=True))
+    our_index = {item: i for i, item in enumerate(ids, start=1)}
+    history_ids = ["B0003", "NEW1", "B0004", "B0005"]
+    ours_history = torch.tensor([[0, *(our_index[i] for i in history_ids)]])
+    theirs_history = torch.tensor(
+        [[0, 0, *(their_index[i] for i in history_ids if i in their_index)]]
+    )
+    with torch.no_grad():
+        mapped, direct = scorer(ours_history)[0].tolist(), model(theirs_history)[0].tolist()
+    for item in ids:
+        if item in their_index:
+            assert mapped[our_index[item]] == pytest.approx(direct[their_index[item]], abs=1e-5)
+        else:
+            assert mapped[our_index[item]] == float("-inf")
