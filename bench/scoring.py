@@ -80,10 +80,10 @@ def main() -> None:
     synthetic_sequences(work / "seq", args.users, args.items)
     hparams = HParams(hidden_size=args.hidden_size, dropout=0.0)  # scoring: dropout is off
     model = SASRec(model_config(args.items, hparams))
-    save_model_dir(model, work / "seq", {}, work / "model")
-    model = model.to(device).eval()
     test = pl.read_parquet(work / "seq" / schema.TEST_FILE)
     popularity = item_popularity(pl.read_parquet(work / "seq" / schema.TRAIN_FILE), args.items)
+    save_model_dir(model, work / "seq", {}, work / "model", popularity)
+    model = model.to(device).eval()
     machine = describe_machine()
     if device.type == "cuda":
         machine = f"{torch.cuda.get_device_name()}, {machine}"

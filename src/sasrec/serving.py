@@ -51,7 +51,7 @@ class Recommender:
         self.popular_items = popular["item_index"]
         self.popular_counts = popular["count"]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def recommend(self, histories: Sequence[Sequence[str]], k: int = DEFAULT_K) -> list[dict]:
         """Per history: `item_ids` (best first, none of the history), `scores`, `unknown_ids`.
 
@@ -97,7 +97,7 @@ class Recommender:
         return answer
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def top_unseen(
     model: SASRec, histories: torch.Tensor, k: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:

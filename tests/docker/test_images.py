@@ -133,8 +133,8 @@ def test_compose_then_docker_runner_log_complete_runs_to_the_mlflow_server(
     _assert_complete_run(tracking_uri, compose_run)
 
     out = tmp_path / "docker-run"
-    _make("run-docker", compose_env, f"ARGS=--kcore 0 --output-dir {out} --hparams "
-          + json.dumps(json.dumps(HPARAMS)))  # fmt: skip
+    _make("run-docker", compose_env, f"ARGS=--kcore 0 --output-dir {out} --register-as games "
+          "--hparams " + json.dumps(json.dumps(HPARAMS)))  # fmt: skip
     first, docker_run = _runs(tracking_uri)
     assert first.info.run_id == compose_run.info.run_id
     _assert_complete_run(tracking_uri, docker_run)
@@ -143,6 +143,9 @@ def test_compose_then_docker_runner_log_complete_runs_to_the_mlflow_server(
     metrics = json.loads((out / "metrics.json").read_text())
     assert docker_run.data.metrics["test_ndcg_at_10"] == pytest.approx(metrics["ndcg@10"])
     assert (out / "evaluation" / "report.html").stat().st_size > 10_000
+    # The promote task (evaluate image, locked down) registered the model as champion.
+    champion = MlflowClient(tracking_uri).get_model_version_by_alias("games", "champion")
+    assert champion.run_id == docker_run.info.run_id
 
 
 def _locked(requirements: Path) -> dict[str, str]:

@@ -121,3 +121,21 @@ def test_catalogue_mapping_scores_items_by_id(sequences_dir, tmp_path, mlflow_ur
             assert mapped[our_index[item]] == pytest.approx(direct[their_index[item]], abs=1e-5)
         else:
             assert mapped[our_index[item]] == float("-inf")
+
+
+@pytest.mark.server
+def test_promotion_against_an_mlflow_server_downloads_the_champion(
+    sequences_dir, tmp_path, mlflow_server, monkeypatch
+):
+    # Training logs the model through the server's artifact proxy; the promote step
+    # fetches the champion back the same way, as pods with no shared disk do.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(mlflow_server.uri)
+    first = train(sequences_dir, tmp_path / "first", HALF_TRAINED)
+    second = train(sequences_dir, tmp_path / "second", WELL_TRAINED)
+    assert promote_step(first, sequences_dir, tmp_path / "p1", "games")["promoted"]
+    decision = promote_step(second, sequences_dir, tmp_path / "p2", "games")
+    tested = evaluate_step(first, sequences_dir, tmp_path / "eval")["ndcg@10"]
+    assert decision["champion_score"] == pytest.approx(tested)
+    assert decision["decision"] == "promoted" and champion_version() == "2"

@@ -20,6 +20,7 @@ from conftest import free_port
 from sasrec.config import parse_hparams
 from sasrec.deploy import prepare_mlserver
 from sasrec.recommend import recommend_for_history
+from sasrec.serving import Recommender
 from sasrec.steps import train_step
 
 HPARAMS = {"max_epochs": 40, "eval_every": 10, "hidden_size": 32, "dropout": 0.1, "lr": 0.01,
@@ -178,3 +179,13 @@ def test_mlserver_mlflow_runtime_answers_v2_in_original_ids(champion, tmp_path):
         assert requests.post(f"{url}/infer", json={"inputs": "x"}).status_code == 422
     finally:
         stop(server)
+
+
+def test_a_batch_of_histories_is_one_forward_pass(champion):
+    recommender = Recommender(champion)
+    batches = []
+    recommender.model.register_forward_hook(lambda _, inputs, __: batches.append(inputs[0].shape))
+    answers = recommender.recommend(HISTORIES, k=3)
+    assert batches == [(2, 2)]  # the two readable histories, padded to the longer: one pass
+    single = [recommender.recommend([history], k=3)[0] for history in HISTORIES]
+    assert [a["item_ids"] for a in answers] == [a["item_ids"] for a in single]
