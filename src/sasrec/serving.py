@@ -134,23 +134,16 @@ def request_k(k: Any) -> int:
 
 
 def histories_from(rows: Any) -> list[list[str]]:
-    """The `history` lists of a request (a pandas DataFrame or a list of records).
+    """The `history` lists of a request, a pandas DataFrame as both servers hand it over.
 
-    Each history is a list of item id strings; null or missing is an empty history.
+    Each history is a list of item id strings; null is an empty history.
 
     Raises:
         BadRequest: without a `history` column, or for a history that is not a list of strings.
     """
-    if hasattr(rows, "columns"):  # a pandas DataFrame, as MLflow and MLServer hand it over
-        if HISTORY not in rows.columns:
-            raise BadRequest(f"the request needs a {HISTORY!r} column, got {list(rows.columns)}")
-        values = rows[HISTORY].tolist()
-    else:
-        try:
-            values = [row[HISTORY] for row in rows]
-        except (TypeError, KeyError) as err:
-            raise BadRequest(f"each request row needs a {HISTORY!r} list of item ids") from err
-    return [_history(value, row) for row, value in enumerate(values)]
+    if HISTORY not in rows.columns:
+        raise BadRequest(f"the request needs a {HISTORY!r} column, got {list(rows.columns)}")
+    return [_history(value, row) for row, value in enumerate(rows[HISTORY].tolist())]
 
 
 def _history(value: Any, row: int) -> list[str]:

@@ -75,8 +75,17 @@ def test_evaluation_report_metrics_and_baselines(trained, tmp_path):
     parser.feed((tmp_path / "eval" / "report.html").read_text())
     assert len(parser.images) == 3  # metric@K curves and two breakdowns
     assert all(image.startswith(PNG_SIGNATURE) and len(image) > 5000 for image in parser.images)
-    assert "Model against baselines (test users, full catalogue)" in parser.headings
+    # The answer first (the headline table), then the plots, then the details.
+    assert parser.headings[:2] == ["SASRec evaluation report", "Details"]
+    assert "Model against baselines, with beyond-accuracy figures" in parser.headings
     assert "Example test users" in parser.headings
+    page = (tmp_path / "eval" / "report.html").read_text()
+    headline = page[page.index('<section class="headline">') : page.index("</section>")]
+    assert (
+        f"<td>SASRec</td><td>{metrics['ndcg@10']:.4f}</td><td>{metrics['hit@10']:.4f}</td>"
+        in headline
+    )
+    assert page.index("</section>") < page.index("<img")
     assert parser.tables >= 6
     breakdown = pl.read_csv(tmp_path / "eval" / "breakdowns.csv")
     users = breakdown.filter(

@@ -19,7 +19,7 @@ from components.sequences import sequences as sequences_component
 from helpers import cyclic_reviews, write_reviews_jsonl_gz
 from sasrec.cli import main
 from sasrec.config import parse_hparams
-from sasrec.steps import download_step, sequences_step
+from sasrec.steps import download_step, promote_step, sequences_step
 from sasrec.train import train_sasrec
 
 TINY = {"max_epochs": 1, "hidden_size": 8, "batch_size": 64, "num_negatives": 4}
@@ -237,11 +237,13 @@ def test_components_fail_as_the_cli_does(work, capsys):
     def artifact(kind: type[Artifact], path: Path) -> Artifact:
         return kind(name=path.name, uri=str(path))
 
+    promote_step(work / "model", work / "seq", work / "promotion", None)  # a real decision
     before = snapshot(work)
     with pytest.raises(SystemExit) as exit_info:
         evaluate_component.python_func(
             model=artifact(Model, work / "model"),
             sequences=artifact(Dataset, work / "other_seq"),
+            promotion=artifact(Artifact, work / "promotion"),
             mlflow_tracking_uri="",
             evaluation=artifact(Artifact, work / "new_output"),
             metrics=artifact(Metrics, work / "metrics.json"),
