@@ -403,13 +403,38 @@ def tag_version(tracking_uri: str | None, name: str, version: str, tags: dict[st
 
 
 def download_model_dir(tracking_uri: str | None, name: str, version: str, dst: Path) -> Path:
-    """The model directory inside registered version `version` of `name`, downloaded to `dst`."""
+    """The model directory of registered version `version` of `name`, downloaded under `dst`.
+
+    A version registered by this release holds it as its pyfunc's `model_dir` artifact; one
+    registered by an earlier release (MLflow's PyTorch flavour) has it in its run's
+    `model_dir` artifacts.
+
+    Raises:
+        SASRecError: for a version with neither: not a model of this pipeline.
+    """
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
+    client = _registry(tracking_uri)
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
     local = Path(
-        mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(dst))
+        mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(dst / "v"))
     )
-    artifacts = Model.load(local).flavors["python_function"]["artifacts"]
-    return local / artifacts["model_dir"]["path"]
+    try:
+        flavor = Model.load(local).flavors.get("python_function", {})
+    except (MlflowException, OSError):  # not an MLflow model at all
+        flavor = {}
+    if path := flavor.get("artifacts", {}).get("model_dir", {}).get("path"):
+        return local / path
+    run_id = client.get_model_version(name, version).run_id
+    if run_id and any(a.path == "model_dir" for a in client.list_artifacts(run_id)):
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="model_dir", dst_path=str(dst / "run")
+            )
+        )
+    raise SASRecError(
+        f"version {version} of {name}, the champion, is not a model of this pipeline (no "
+        "model directory in it or its run): it cannot be scored; move the alias by hand"
+    )

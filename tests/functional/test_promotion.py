@@ -1,5 +1,6 @@
 """Champion/challenger promotion against a real MLflow registry (sqlite store)."""
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -139,3 +140,25 @@ def test_promotion_against_an_mlflow_server_downloads_the_champion(
     tested = evaluate_step(first, sequences_dir, tmp_path / "eval")["ndcg@10"]
     assert decision["champion_score"] == pytest.approx(tested)
     assert decision["decision"] == "promoted" and champion_version() == "2"
+
+
+def test_a_champion_of_an_earlier_release_is_scored_from_its_run(
+    sequences_dir, tmp_path, mlflow_uri
+):
+    # Earlier releases registered MLflow's PyTorch flavour; the model directory was a run
+    # artifact beside it.
+    old = train(sequences_dir, tmp_path / "old", WELL_TRAINED)
+    run_id = json.loads((old / "training.json").read_text())["mlflow_run_id"]
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(
+            load_model_dir(old, torch.device("cpu")), name="pytorch", serialization_format="pickle"
+        )
+    client = mlflow.MlflowClient()
+    client.create_registered_model("games")
+    client.create_model_version("games", info.model_uri, run_id, model_id=info.model_id)
+    client.set_registered_model_alias("games", "champion", "1")
+    new = train(sequences_dir, tmp_path / "new", BARELY_TRAINED)
+    decision = promote_step(new, sequences_dir, tmp_path / "p", "games")
+    tested = evaluate_step(old, sequences_dir, tmp_path / "eval")["ndcg@10"]
+    assert decision["champion_score"] == pytest.approx(tested)
+    assert decision["decision"] == "kept champion" and champion_version() == "1"

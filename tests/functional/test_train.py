@@ -220,6 +220,7 @@ def assert_resumed_in_one_run_like_the_straight_one(tmp_path: Path, epochs: int)
     assert sorted({m.step for m in history}) == list(range(1, epochs + 1))
 
 
+@pytest.mark.long
 def test_killed_training_run_resumes_in_the_same_mlflow_run(sequences_dir, tmp_path, mlflow_uri):
     hparams = HPARAMS | {"max_epochs": 25, "eval_every": 5, "patience": 99}
     straight = subprocess.run(
@@ -315,6 +316,7 @@ def s3_keys(bucket: str, prefix: str = "") -> list[str]:
     return sorted(entry["Key"] for entry in listed.get("Contents", []))
 
 
+@pytest.mark.long
 def test_checkpoint_on_s3_survives_a_killed_pod_and_resumes_the_same_mlflow_run(
     sequences_dir, tmp_path, mlflow_uri, s3_server
 ):
