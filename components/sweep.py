@@ -15,6 +15,7 @@ def plan_trials(
     mlflow_tracking_uri: str,
     mlflow_experiment: str,
     mlflow_run_name: str,
+    promotion_metric: str,
 ) -> list:
     """One trial per override object of the grid, over hparams; an empty grid is one trial.
 
@@ -24,6 +25,7 @@ def plan_trials(
         mlflow_tracking_uri: MLflow tracking URI; empty for $MLFLOW_TRACKING_URI or the default.
         mlflow_experiment: MLflow experiment of the sweep's parent run.
         mlflow_run_name: Name of the sweep's parent run.
+        promotion_metric: Checked before anything trains (the promote step uses it).
 
     Returns:
         [{"trial": i, "hparams": {...}, "parent_run_id": "..."}, ...]
@@ -34,7 +36,7 @@ def plan_trials(
     with exit_on_error("plan-trials"):
         return plan_trials_step(
             hparams, hparams_grid, mlflow_tracking_uri or None, mlflow_experiment,
-            mlflow_run_name,
+            mlflow_run_name, promotion_metric,
         )  # fmt: skip
 
 

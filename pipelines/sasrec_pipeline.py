@@ -143,6 +143,7 @@ def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphC
             mlflow_tracking_uri=mlflow_tracking_uri,
             mlflow_experiment=mlflow_experiment,
             mlflow_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            promotion_metric=promotion_metric,
         )
         trials_task.set_display_name("Plan trials").set_caching_options(False)
         pod.run_locked_down(trials_task, pod.SMALL.cpu, pod.SMALL.memory, pod.SMALL.scratch)

@@ -22,6 +22,7 @@ from sasrec.data.sequences import known_sequences
 from sasrec.errors import SASRecError
 from sasrec.evaluate import item_popularity, rank_held_out
 from sasrec.inputs import SequenceFiles, read_item_vocab
+from sasrec.metrics import KS
 from sasrec.model import PAD, SASRec
 
 log = logging.getLogger(__name__)
@@ -104,12 +105,22 @@ def score_on_test(
     return ranks.metrics()
 
 
-def require_metric(metric: str, metrics: dict[str, float]) -> None:
-    """Refuse a promotion metric that evaluation does not compute."""
-    if metric not in metrics:
+PROTOCOL_PREFIXES = ("", "sampled_", "popsampled_")  # see HeldOutRanks.metrics
+METRICS = tuple(
+    f"{prefix}{name}@{k}" for prefix in PROTOCOL_PREFIXES for name in ("ndcg", "hit", "mrr")
+    for k in KS
+)  # fmt: skip
+
+
+def require_metric(metric: str) -> None:
+    """Refuse a promotion metric that evaluation does not compute.
+
+    Raises:
+        SASRecError: naming the metrics there are.
+    """
+    if metric not in METRICS:
         raise SASRecError(
-            f"promotion metric {metric!r} is not a test metric; choose one of "
-            f"{', '.join(sorted(metrics))}"
+            f"promotion metric {metric!r} is not a test metric; choose one of {', '.join(METRICS)}"
         )
 
 
@@ -120,9 +131,8 @@ def compare(
     metric: str,
 ) -> tuple[float, float]:
     """(challenger score, champion score) on `metric`, both by `score_on_test`."""
-    challenger_metrics = score_on_test(*challenger, sequences)
-    require_metric(metric, challenger_metrics)
-    return challenger_metrics[metric], score_on_test(*champion, sequences)[metric]
+    challenger_score = score_on_test(*challenger, sequences)[metric]
+    return challenger_score, score_on_test(*champion, sequences)[metric]
 
 
 def load_for_scoring(model_dir: Path) -> tuple[SASRec, pl.DataFrame]:

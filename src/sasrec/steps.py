@@ -249,14 +249,18 @@ def plan_trials_step(
     tracking_uri: str | None = None,
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     run_name: str | None = None,
+    promotion_metric: str = "ndcg@10",
 ) -> list[dict[str, Any]]:
     """The trials of a sweep (see `sweep.plan_trials`), each with its MLflow parent run.
 
     With a grid, one parent MLflow run is opened for the sweep and every trial's run is
     its child (`select_trial_step` closes it); without, the one trial has no parent.
+    `promotion_metric` is checked here too, so that a wrong one fails before training.
     """
+    from sasrec.promotion import require_metric
     from sasrec.sweep import plan_trials
 
+    require_metric(promotion_metric)
     trials = plan_trials(hparams, hparams_grid)
     parent_run_id = ""
     if hparams_grid:
@@ -333,6 +337,7 @@ def promote_step(
     from sasrec.evaluate import PROMOTION_FILE
     from sasrec.io import atomic_dir, write_json
 
+    promotion.require_metric(metric)  # before anything is registered
     require_output_dir(out_dir, schema.PROMOTE_STEP)
     model_dir = require_complete(model_dir, schema.TRAIN_STEP)
     alias = promotion.CHAMPION_ALIAS

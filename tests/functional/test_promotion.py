@@ -11,8 +11,16 @@ import torch
 from helpers import cyclic_reviews, write_reviews_jsonl_gz
 from sasrec.checkpoint import load_model_dir
 from sasrec.config import parse_hparams
+from sasrec.errors import SASRecError
 from sasrec.promotion import CatalogueMapped, catalogue_mapping
-from sasrec.steps import download_step, evaluate_step, promote_step, sequences_step, train_step
+from sasrec.steps import (
+    download_step,
+    evaluate_step,
+    plan_trials_step,
+    promote_step,
+    sequences_step,
+    train_step,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +80,18 @@ def test_first_becomes_champion_a_worse_one_does_not_move_it_a_better_one_does(
     again = promote_step(models["well"], sequences_dir, tmp_path / "p4", "games")
     assert (again["decision"], again["version"]) == ("already champion", "3")
     assert len(mlflow.MlflowClient().search_model_versions("name='games'")) == 3
+
+
+def test_an_unknown_metric_is_refused_before_anything_is_registered(
+    sequences_dir, tmp_path, mlflow_uri
+):
+    model_dir = train(sequences_dir, tmp_path / "model", HALF_TRAINED)
+    with pytest.raises(SASRecError, match="promotion metric 'ndcg@11' is not a test metric"):
+        promote_step(model_dir, sequences_dir, tmp_path / "p", "games", metric="ndcg@11")
+    assert mlflow.MlflowClient().search_registered_models() == []
+    assert not (tmp_path / "p").exists()
+    with pytest.raises(SASRecError, match="promotion metric 'ndcg@11'"):  # before training
+        plan_trials_step({}, [], promotion_metric="ndcg@11")
 
 
 def test_no_name_registers_nothing(sequences_dir, tmp_path, mlflow_uri):
