@@ -14,11 +14,9 @@ from sasrec.data import schema
 from sasrec.errors import SASRecError
 from sasrec.io import atomic_dir, read_json, require_complete, write_json
 from sasrec.model import PAD, SASRec, load_sasrec
+from sasrec.serving import CONFIG_FILE, POPULAR_FILE, WEIGHTS_FILE
 
-WEIGHTS_FILE = "model.pt"
-CONFIG_FILE = "config.json"
 TRAINING_FILE = "training.json"
-POPULAR_FILE = "popular_items.json"  # read by sasrec.serving: keep the name in step
 NUM_POPULAR = 1000  # most popular items kept: the most a history of unknown items gets
 
 

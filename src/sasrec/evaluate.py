@@ -361,7 +361,7 @@ def evaluate_model(
         "popularity": PopularityScorer(popularity),
     }
     known = known_sequences(train, valid, test)
-    test_user_items, valid_user_items = _user_items(test, known), _user_items(valid, known)
+    test_user_items, valid_user_items = user_items(test, known), user_items(valid, known)
     args = {"num_items": num_items, "max_len": max_len, "exclude_history": exclude_history}
     test_ranks = {
         name: rank_held_out(
@@ -423,7 +423,7 @@ def evaluate_model(
     return metrics
 
 
-def _user_items(held_out: pl.DataFrame, known: pl.DataFrame) -> pl.Series:
+def user_items(held_out: pl.DataFrame, known: pl.DataFrame) -> pl.Series:
     """All the items of each row's user, in `held_out`'s row order."""
     return held_out.select(schema.USER_ID).join(
         known, on=schema.USER_ID, how="left", maintain_order="left"

@@ -20,7 +20,7 @@ from sasrec.checkpoint import load_model_dir
 from sasrec.data import schema
 from sasrec.data.sequences import known_sequences
 from sasrec.errors import SASRecError
-from sasrec.evaluate import item_popularity, rank_held_out
+from sasrec.evaluate import item_popularity, rank_held_out, user_items
 from sasrec.inputs import SequenceFiles, read_item_vocab
 from sasrec.metrics import KS
 from sasrec.model import PAD, SASRec
@@ -82,9 +82,21 @@ def catalogue_mapping(ours: pl.DataFrame, theirs: pl.DataFrame) -> torch.Tensor:
 
 
 def score_on_test(
-    model: SASRec, model_vocab: pl.DataFrame, sequences: SequenceFiles
+    model: SASRec,
+    model_vocab: pl.DataFrame,
+    sequences: SequenceFiles,
+    seen: pl.Series,
+    popularity: torch.Tensor,
 ) -> dict[str, float]:
-    """The model's test metrics on `sequences`, in the sequences' catalogue (see module doc)."""
+    """The model's test metrics on `sequences`, in the sequences' catalogue (see module doc).
+
+    Args:
+        model: The model to score.
+        model_vocab: Its item vocabulary (another catalogue's is mapped through item ids).
+        sequences: This run's sequences.
+        seen: Per test row, all its user's items (`evaluate.user_items`).
+        popularity: Training counts of the sequences' items (`evaluate.item_popularity`).
+    """
     num_items = len(sequences.item_vocab)
     scorer: Any = model
     if not model_vocab.equals(sequences.item_vocab):
@@ -94,14 +106,9 @@ def score_on_test(
             int((mapping != PAD).sum()), len(model_vocab), num_items,
         )  # fmt: skip
         scorer = CatalogueMapped(model, mapping)
-    known = known_sequences(sequences.train, sequences.valid, sequences.test)
-    seen = sequences.test.select(schema.USER_ID).join(
-        known, on=schema.USER_ID, how="left", maintain_order="left"
-    )[schema.HISTORY]
     ranks = rank_held_out(
-        scorer, sequences.test, num_items, model.config.max_len,
-        popularity=item_popularity(sequences.train, num_items), seen=seen,
-    )  # fmt: skip
+        scorer, sequences.test, num_items, model.config.max_len, popularity=popularity, seen=seen
+    )
     return ranks.metrics()
 
 
@@ -131,8 +138,14 @@ def compare(
     metric: str,
 ) -> tuple[float, float]:
     """(challenger score, champion score) on `metric`, both by `score_on_test`."""
-    challenger_score = score_on_test(*challenger, sequences)[metric]
-    return challenger_score, score_on_test(*champion, sequences)[metric]
+    known = known_sequences(sequences.train, sequences.valid, sequences.test)
+    common = {
+        "sequences": sequences,
+        "seen": user_items(sequences.test, known),
+        "popularity": item_popularity(sequences.train, len(sequences.item_vocab)),
+    }
+    challenger_score = score_on_test(*challenger, **common)[metric]
+    return challenger_score, score_on_test(*champion, **common)[metric]
 
 
 def load_for_scoring(model_dir: Path) -> tuple[SASRec, pl.DataFrame]:

@@ -21,7 +21,8 @@ from sasrec.model import PAD, SASRec, exclude_items, load_sasrec
 
 DEFAULT_K = 10
 HISTORY = "history"  # the request column: original item ids, oldest first
-# Files of a model directory (`sasrec.checkpoint` writes them; polars-free names here).
+# Files of a model directory, named here for `sasrec.checkpoint` too (it imports polars,
+# which serving environments need not have).
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.pt"
 ITEM_VOCAB_FILE, ITEM_TITLES_FILE = "item_vocab.parquet", "item_titles.parquet"
 POPULAR_FILE = "popular_items.json"
