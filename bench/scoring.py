@@ -4,7 +4,11 @@ Builds a synthetic sequences directory and an untrained model of the requested s
 cost of scoring does not depend on the weights), then times
 - `rank_held_out`: every test user's held-out item ranked against the whole catalogue,
   plus the uniform and popularity-sampled protocols (what the evaluate step runs per scorer);
-- `recommend_all_users`: every user's top 10 unseen items written to Parquet.
+- `evaluate_model`: the whole evaluate step (the model and both baselines on the test
+  users, validation, breakdowns, report);
+- `recommend_all_users`: every user's top 10 unseen items written to Parquet;
+- on one batch: the score product laid out users x items against items x users, and
+  `top_k` against the plain `Tensor.topk` it replaces in both layouts.
 Run from the repository root:
 
     .venv/bin/python bench/scoring.py                                  # 5-core size, CPU
@@ -17,6 +21,7 @@ import argparse
 import resource
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +33,12 @@ from machine import describe_machine
 from sasrec.checkpoint import save_model_dir
 from sasrec.config import HParams
 from sasrec.data import schema
-from sasrec.evaluate import item_popularity, rank_held_out
+from sasrec.evaluate import evaluate_model, item_popularity, rank_held_out
 from sasrec.io import atomic_dir, write_json
+from sasrec.metrics import top_k
 from sasrec.model import SASRec
 from sasrec.recommend import recommend_all_users
+from sasrec.tensors import pad_left
 from sasrec.train import model_config
 
 
@@ -67,13 +74,43 @@ def synthetic_sequences(out_dir: Path, num_users: int, num_items: int) -> None:
         write_json({"num_items": num_items, "num_users": num_users}, tmp / schema.STATS_FILE)
 
 
+def seconds_per_call(function: Callable[[], object], calls: int = 30) -> float:
+    """Mean wall time of `function` after one warm-up call."""
+    function()
+    start = time.perf_counter()
+    for _ in range(calls):
+        function()
+    return (time.perf_counter() - start) / calls
+
+
+def layout_rows(model: SASRec, test: pl.DataFrame, machine: str, batch_size: int) -> None:
+    """On one batch: the score product and `top_k` against `Tensor.topk`, in both layouts."""
+    histories = pad_left(test[schema.HISTORY][:batch_size], width=model.config.max_len)
+    with torch.no_grad():
+        hidden = model.encode(histories)[:, -1, :]  # (B, D)
+        scores = model(histories)  # (B, N + 1), items x users in memory on CPU
+    weight, bias = model.item_emb.weight.detach(), model.item_bias.detach()
+    users_first = seconds_per_call(lambda: torch.addmm(bias, hidden, weight.T))
+    items_first = seconds_per_call(lambda: torch.addmm(bias.unsqueeze(1), weight, hidden.T))
+    shape = f"{batch_size} x {scores.shape[1]:,} scores"
+    print(f"| {machine} | {shape} | score product: users x items / items x users "
+          f"| {users_first * 1e3:.2f} / {items_first * 1e3:.2f} ms "
+          f"| {users_first / items_first:.1f}x |")  # fmt: skip
+    for layout, batch in (("users x items", scores.contiguous()), ("items x users", scores)):
+        plain = seconds_per_call(lambda b=batch: b.topk(10, dim=1))
+        ours = seconds_per_call(lambda b=batch: top_k(b, 10))
+        print(f"| {machine} | {shape}, {layout} in memory "
+              f"| top 10: `Tensor.topk` / `top_k` | {plain * 1e3:.2f} / {ours * 1e3:.2f} ms "
+              f"| {plain / ours:.1f}x |")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=94_800)
     parser.add_argument("--items", type=int, default=25_600)
     parser.add_argument("--hidden-size", type=int, default=HParams().hidden_size)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
     device = torch.device(args.device)
     work = Path(tempfile.mkdtemp(prefix="bench_scoring_"))
@@ -82,32 +119,38 @@ def main() -> None:
     model = SASRec(model_config(args.items, hparams))
     test = pl.read_parquet(work / "seq" / schema.TEST_FILE)
     popularity = item_popularity(pl.read_parquet(work / "seq" / schema.TRAIN_FILE), args.items)
-    save_model_dir(model, work / "seq", {}, work / "model", popularity)
+    training_info = {"hparams": {"loss": hparams.loss}, "epochs_run": 0, "best_epoch": 0}
+    save_model_dir(model, work / "seq", training_info, work / "model", popularity)
     model = model.to(device).eval()
     machine = describe_machine()
     if device.type == "cuda":
         machine = f"{torch.cuda.get_device_name()}, {machine}"
     size = f"{args.users:,} users x {args.items:,} items, d={args.hidden_size}"
 
-    start = time.perf_counter()
-    rank_held_out(
+    def report(path: str, function: Callable[[], object]) -> None:
+        """Time `function` and print its row at once (a slow later path can time out)."""
+        start = time.perf_counter()
+        function()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+        print(f"| {machine} | {size} | {path} | {seconds:.1f} s | peak RSS so far "
+              f"{peak:.2f} GiB |", flush=True)  # fmt: skip
+
+    report("rank_held_out (full + 2 sampled protocols)", lambda: rank_held_out(
         model, test, args.items, hparams.max_len, popularity,
         device=device, batch_size=args.batch_size,
-    )  # fmt: skip
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    evaluate_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    recommend_all_users(
+    ))  # fmt: skip
+    report("recommend_all_users (top 10, Parquet)", lambda: recommend_all_users(
         work / "model", work / "seq", work / "recs", k=10, device=args.device,
-        batch_size=args.batch_size,
-    )  # fmt: skip
-    recommend_seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"| {machine} | {size} | rank_held_out (full + 2 sampled protocols) "
-          f"| {evaluate_seconds:.1f} s | peak RSS {peak:.2f} GiB |")  # fmt: skip
-    print(f"| {machine} | {size} | recommend_all_users (top 10, Parquet) "
-          f"| {recommend_seconds:.1f} s | |")  # fmt: skip
+    ))  # fmt: skip
+    report(
+        "evaluate step (model and 2 baselines on test, validation, report)",
+        lambda: evaluate_model(work / "model", work / "seq", work / "eval", device=args.device),
+    )
+    if device.type == "cpu":
+        layout_rows(model, test, machine, args.batch_size)
 
 
 if __name__ == "__main__":

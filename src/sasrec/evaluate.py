@@ -26,8 +26,8 @@ from sasrec.data.sequences import known_sequences
 from sasrec.data.titles import item_labels
 from sasrec.errors import SASRecError
 from sasrec.inputs import read_sequences, require_same_catalogue
-from sasrec.metrics import rank_of_targets, ranking_metrics
-from sasrec.model import PAD, exclude_items
+from sasrec.metrics import rank_of_targets, ranking_metrics, top_k
+from sasrec.model import PAD, exclude_items, users_per_batch
 from sasrec.report import Example, render_report
 from sasrec.sweep import read_trials
 from sasrec.tensors import pad_left
@@ -84,22 +84,6 @@ def sample_unseen_items(
         samples[rejected] = draw(int(rejected.sum()))
 
 
-def full_catalogue_ranks(
-    scores: torch.Tensor, history: torch.Tensor | None, targets: torch.Tensor
-) -> torch.Tensor:
-    """Rank of each target among all items except padding and the user's history.
-
-    Args:
-        scores: (B, N + 1) scores of every item; modified in place.
-        history: (B, S) items to exclude, 0-padded; None to rank against every item.
-        targets: (B,) held-out items.
-
-    Returns:
-        (B,) 0-based ranks.
-    """
-    return rank_of_targets(exclude_items(scores, history), targets)
-
-
 @dataclass(frozen=True)
 class HeldOutRanks:
     """Per-user results of one scorer on one split, in the split's row order."""
@@ -144,13 +128,15 @@ def rank_held_out(
         num_sampled: Negatives of the sampled protocols; 0 skips them.
         exclude_history: Exclude the user's history items from the full-catalogue ranking.
         device: Where scores are computed.
-        batch_size: Users scored at once, at most SAMPLING_BLOCK. 256 keeps a batch's
-            (B, N + 1) scores of a 25K-item catalogue under glibc's 32 MB mmap threshold,
-            so they reuse memory instead of page-faulting fresh pages in for every batch.
+        batch_size: Users scored at once, at most SAMPLING_BLOCK, fewer for catalogues
+            of millions of items (`users_per_batch`). 256 keeps a batch's (B, N + 1) scores
+            of a 25K-item catalogue under glibc's 32 MB mmap threshold, so they reuse
+            memory instead of page-faulting fresh pages in for every batch.
         seed: Seed of the negative samples (uniform and popularity draws use their own).
         seen: Per row of `held_out`, all the items of its user (also later ones): sampled
             negatives avoid them. None: the row's history and target.
     """
+    batch_size = users_per_batch(batch_size, num_items)
     uniform_generator = torch.Generator().manual_seed(seed)
     popularity_generator = torch.Generator().manual_seed(seed + 1)
     weights = None if popularity is None else popularity.double() + 1.0  # every item drawable
@@ -184,10 +170,9 @@ def rank_held_out(
             for protocol, protocol_candidates in candidates.items():
                 ranks[protocol].append(_ranks_among(scores, protocol_candidates[rows]))
             excluded = history[rows].to(device) if exclude_history else None
-            ranks["full"].append(
-                full_catalogue_ranks(scores, excluded, targets[rows].to(device)).cpu()
-            )
-            top_items.append(scores.topk(min(TOP_K, num_items), dim=1).indices.cpu())
+            exclude_items(scores, excluded)
+            top_items.append(top_k(scores, min(TOP_K, num_items))[1].cpu())
+            ranks["full"].append(rank_of_targets(scores, targets[rows].to(device)).cpu())
     restore = torch.from_numpy(order).long()
 
     def restored(values: list[torch.Tensor]) -> torch.Tensor | None:

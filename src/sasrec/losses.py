@@ -26,6 +26,9 @@ from sasrec.model import PAD, SASRec
 # made gbce collapse (docs/benchmarks.md); the softmax weighs negatives by probability.
 PER_POSITION_NEGATIVES = ("bce", "gbce")
 IGNORED = -100  # target of a position that is not scored (F.cross_entropy's ignore_index)
+# Above this many (positions x items) logits in a batch (1 GiB in float32), `ce` computes
+# its loss chunk by chunk instead of materialising them.
+MAX_CE_LOGITS = 2**28
 
 
 def bce_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor:
@@ -71,6 +74,71 @@ def full_softmax_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     return F.cross_entropy(logits, targets, ignore_index=IGNORED)
 
 
+class ChunkedSoftmaxLoss(torch.autograd.Function):
+    """`full_softmax_loss` of `hidden @ weight.T + bias` without the (T, num_items + 1) logits.
+
+    The log-sum-exp is accumulated over chunks of items and the backward pass computes each
+    chunk's logits again, so memory holds one (T, chunk) block at a time: the whole-catalogue
+    loss for catalogues of millions of items (the Books category: 4.4M), whose logits would
+    take hundreds of GB.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        targets: torch.Tensor,
+        chunk: int,
+    ) -> torch.Tensor:
+        """Mean loss () of hidden (T, D), weight (N + 1, D), bias (N + 1,), targets (T,)."""
+        hidden, weight, bias = hidden.float(), weight.float(), bias.float()
+        log_normalizer = torch.full((len(hidden),), float("-inf"), device=hidden.device)
+        for start in range(0, len(weight), chunk):
+            logits = _chunk_logits(hidden, weight, bias, start, chunk)
+            log_normalizer = torch.logaddexp(log_normalizer, logits.logsumexp(1))
+        scored = targets != IGNORED
+        items = targets.clamp(min=PAD)  # IGNORED rows read padding, then count 0
+        target_logits = (hidden * weight[items]).sum(1) + bias[items]
+        ctx.save_for_backward(hidden, weight, bias, targets, log_normalizer)
+        ctx.chunk = chunk
+        return ((log_normalizer - target_logits) * scored).sum() / scored.sum()
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_loss: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        """Gradients: (softmax - one_hot(target)) / T per scored row, chunk by chunk."""
+        hidden, weight, bias, targets, log_normalizer = ctx.saved_tensors
+        scored = targets != IGNORED
+        row_scale = grad_loss * scored / scored.sum()  # (T,)
+        grad_hidden = torch.zeros_like(hidden)
+        grad_weight, grad_bias = torch.zeros_like(weight), torch.zeros_like(bias)
+        for start in range(0, len(weight), ctx.chunk):
+            logits = _chunk_logits(hidden, weight, bias, start, ctx.chunk)
+            # softmax of the chunk's items, weighted per row: (T, chunk)
+            probabilities = (logits - log_normalizer.unsqueeze(1)).exp_().mul_(row_scale[:, None])
+            grad_hidden.addmm_(probabilities, weight[start : start + ctx.chunk])
+            grad_weight[start : start + ctx.chunk] = probabilities.T @ hidden
+            grad_bias[start : start + ctx.chunk] = probabilities.sum(0)
+        items, scale = targets[scored], row_scale[scored]
+        grad_hidden[scored] -= scale.unsqueeze(1) * weight[items]
+        grad_weight.index_add_(0, items, -scale.unsqueeze(1) * hidden[scored])
+        grad_bias.index_add_(0, items, -scale)
+        return grad_hidden, grad_weight, grad_bias, None, None
+
+
+def _chunk_logits(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, start: int, chunk: int
+) -> torch.Tensor:
+    """(T, chunk) logits of items start..start + chunk - 1; padding (item 0) is -inf."""
+    logits = torch.addmm(bias[start : start + chunk], hidden, weight[start : start + chunk].T)
+    if start == 0:
+        logits[:, PAD] = float("-inf")
+    return logits
+
+
 def sample_negatives(
     loss: str,
     num_negatives: int,
@@ -93,11 +161,14 @@ def sample_negatives(
 class NextItemObjective(nn.Module):
     """The training loss as a module, so that DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: SASRec, loss: str, gbce_beta: float = 1.0) -> None:
+    def __init__(
+        self, model: SASRec, loss: str, gbce_beta: float = 1.0, max_logits: int = MAX_CE_LOGITS
+    ) -> None:
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss {loss!r} is not one of {LOSSES}")
         self.model, self.loss, self.gbce_beta = model, loss, gbce_beta
+        self.max_logits = max_logits
 
     def forward(
         self, item_ids: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
@@ -117,8 +188,12 @@ class NextItemObjective(nn.Module):
             # torch.compile's graph. Batches are trimmed to their longest row, so little
             # of the work is padding.
             hidden = self.model.encode(item_ids).flatten(0, 1)  # (B * L, D)
-            logits = hidden @ self.model.item_emb.weight.T + self.model.item_bias
-            return full_softmax_loss(logits, positives.masked_fill(~is_target, IGNORED).flatten())
+            targets = positives.masked_fill(~is_target, IGNORED).flatten()
+            weight, bias = self.model.item_emb.weight, self.model.item_bias
+            if len(hidden) * len(weight) > self.max_logits:
+                chunk = max(1, self.max_logits // len(hidden))
+                return ChunkedSoftmaxLoss.apply(hidden, weight, bias, targets, chunk)
+            return full_softmax_loss(hidden @ weight.T + bias, targets)
         targets = positives[is_target]  # (T,)
         bias = self.model.item_bias
         if self.loss in PER_POSITION_NEGATIVES:

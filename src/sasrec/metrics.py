@@ -39,7 +39,7 @@ def rank_of_targets(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     """0-based rank of each target among its row's scores; ties count against the target.
 
     Args:
-        scores: (B, C) scores; excluded candidates hold -inf.
+        scores: (B, C) scores, in either memory layout; excluded candidates hold -inf.
         targets: (B,) column index of each row's held-out item.
 
     Returns:
@@ -51,3 +51,43 @@ def rank_of_targets(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     # A NaN target compares false with everything (rank -1, an NDCG of infinity): it ranks
     # last. Other NaN scores rank below the target, as items that are not recommended.
     return torch.where(target_scores.squeeze(1).isnan(), scores.shape[1] - 1, ranks)
+
+
+TOP_K_CHUNK = 64  # columns per chunk of `top_k`'s first pass
+
+
+def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest scores of each row and their columns, largest first (NaN counts largest).
+
+    Same values as `scores.topk(k, dim=1)`; among equal scores either may be returned, as
+    with `topk`. A full `topk` partially sorts every row; here one vectorised pass takes
+    the maximum of each chunk of TOP_K_CHUNK columns, and only the k chunks with the
+    largest maxima, which hold the top k, are searched. On CPU, for a 25K-item catalogue,
+    2x faster than `topk` on scores laid out users x items, 7x on items x users
+    (`bench/scoring.py`).
+
+    Args:
+        scores: (B, C) scores, in either memory layout.
+        k: Columns kept per row, at most C.
+
+    Returns:
+        (B, k) values and (B, k) int64 column indices.
+    """
+    rows, columns = scores.shape
+    num_chunks = columns // TOP_K_CHUNK
+    if num_chunks < 4 * k:
+        top = scores.topk(k, dim=1)
+        return top.values, top.indices
+    chunked = scores[:, : num_chunks * TOP_K_CHUNK].unflatten(1, (num_chunks, TOP_K_CHUNK))
+    # Reduce along memory order: a reduction over a strided dimension does not vectorise.
+    # stride(0) == 1: items x users in memory, as SASRec's scores on CPU.
+    items_first = scores.stride(0) == 1
+    chunk_maxima = chunked.permute(1, 2, 0).amax(1).T if items_first else chunked.amax(2)
+    best_chunks = chunk_maxima.topk(k, dim=1).indices  # (B, k)
+    offsets = torch.arange(TOP_K_CHUNK, device=scores.device)
+    in_chunks = (best_chunks.unsqueeze(2) * TOP_K_CHUNK + offsets).flatten(1)  # (B, k * CHUNK)
+    # The last columns % TOP_K_CHUNK columns are in no chunk: always candidates.
+    rest = torch.arange(num_chunks * TOP_K_CHUNK, columns, device=scores.device)
+    candidates = torch.cat([in_chunks, rest.expand(rows, -1)], dim=1)
+    top = scores.gather(1, candidates).topk(k, dim=1)
+    return top.values, candidates.gather(1, top.indices)

@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from sasrec.model import PAD, SASRec, exclude_items, load_sasrec
+from sasrec.metrics import top_k
+from sasrec.model import PAD, SASRec, exclude_items, load_sasrec, users_per_batch
 
 DEFAULT_K = 10
 HISTORY = "history"  # the request column: original item ids, oldest first
@@ -113,10 +114,14 @@ def top_unseen(
     Returns:
         (B, k) item indices and (B, k) scores, best first, on CPU.
     """
-    histories = histories.to(device)
-    scores = model(histories[:, -model.config.max_len :]).float()  # (B, N + 1)
-    top = exclude_items(scores, histories).topk(k, dim=1)
-    return top.indices.cpu(), top.values.cpu()
+    top_values, top_indices = [], []
+    for rows in histories.split(users_per_batch(len(histories), model.config.num_items)):
+        rows = rows.to(device)
+        scores = model(rows[:, -model.config.max_len :]).float()  # (b, N + 1)
+        values, indices = top_k(exclude_items(scores, rows), k)
+        top_values.append(values.cpu())
+        top_indices.append(indices.cpu())
+    return torch.cat(top_indices), torch.cat(top_values)
 
 
 def _read_titles(titles_file: Path) -> dict[str, str] | None:

@@ -3,7 +3,15 @@ import math
 import pytest
 import torch
 
-from sasrec.losses import NextItemObjective, gbce_beta, sample_negatives
+from sasrec.losses import (
+    IGNORED,
+    MAX_CE_LOGITS,
+    ChunkedSoftmaxLoss,
+    NextItemObjective,
+    full_softmax_loss,
+    gbce_beta,
+    sample_negatives,
+)
 from sasrec.model import SASRec, SASRecConfig
 
 ITEMS = torch.tensor([[0, 1, 2]])
@@ -70,15 +78,54 @@ def test_sampled_softmax_gradients_stay_finite_when_every_negative_is_the_positi
     assert loss.item() == pytest.approx(first / 2, rel=1e-5)  # the second target's loss is 0
 
 
-def test_full_softmax_by_hand_excludes_padding():
+@pytest.mark.parametrize("max_logits", [MAX_CE_LOGITS, 3 * 5, 3 * 13])  # chunks of 5 or 13
+def test_full_softmax_by_hand_excludes_padding(max_logits):
     model = tiny_model()
     logits = hand_logits(model)
     per_target = [
         math.log(sum(math.exp(row[i]) for i in range(1, 13))) - row[target]
         for row, target in zip(logits, (2, 3), strict=True)
     ]
-    loss = NextItemObjective(model, "ce")(ITEMS, POSITIVES, torch.empty(0, dtype=torch.long))
+    objective = NextItemObjective(model, "ce", max_logits=max_logits)
+    loss = objective(ITEMS, POSITIVES, torch.empty(0, dtype=torch.long))
     assert loss.item() == pytest.approx(sum(per_target) / 2, rel=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 128, 1001, 5000])
+def test_chunked_softmax_loss_has_the_full_losss_value_and_gradients(chunk):
+    generator = torch.Generator().manual_seed(chunk)
+    num_targets, num_items = 37, 1000
+    hidden = torch.randn(num_targets, 16, generator=generator, requires_grad=True)
+    weight = torch.randn(num_items + 1, 16, generator=generator, requires_grad=True)
+    bias = torch.randn(num_items + 1, generator=generator, requires_grad=True)
+    targets = torch.randint(1, num_items + 1, (num_targets,), generator=generator)
+    targets[::5] = IGNORED
+    targets[1] = num_items  # the last item, in the last chunk
+    inputs = (hidden, weight, bias)
+    full = full_softmax_loss(hidden @ weight.T + bias, targets)
+    chunked = ChunkedSoftmaxLoss.apply(hidden, weight, bias, targets, chunk)
+    assert chunked.item() == pytest.approx(full.item(), rel=1e-6)
+    for ours, theirs in zip(
+        torch.autograd.grad(3.0 * chunked, inputs),
+        torch.autograd.grad(3.0 * full, inputs),
+        strict=True,
+    ):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)  # float32 sums
+
+
+def test_ce_chunks_its_logits_past_the_limit_and_trains_alike():
+    # A model trained a few steps either way ends with the same weights.
+    weights = []
+    for max_logits in (MAX_CE_LOGITS, 40):
+        model = tiny_model().train()
+        objective = NextItemObjective(model, "ce", max_logits=max_logits)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        for _ in range(5):
+            optimizer.zero_grad()
+            objective(ITEMS, POSITIVES, torch.empty(0, dtype=torch.long)).backward()
+            optimizer.step()
+        weights.append(model.item_emb.weight.detach())
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-4, atol=1e-5)
 
 
 def test_gbce_by_hand():

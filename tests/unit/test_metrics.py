@@ -4,9 +4,11 @@ import polars as pl
 import pytest
 import torch
 
+import sasrec.model
 from sasrec.data import schema
-from sasrec.evaluate import full_catalogue_ranks, rank_held_out, sample_unseen_items
-from sasrec.metrics import hit_at_k, ndcg_at_k, rank_of_targets, ranking_metrics
+from sasrec.evaluate import rank_held_out, sample_unseen_items
+from sasrec.metrics import hit_at_k, ndcg_at_k, rank_of_targets, ranking_metrics, top_k
+from sasrec.model import exclude_items
 
 
 def test_perfect_ranking_gives_one_and_absent_item_zero():
@@ -35,10 +37,9 @@ def test_full_catalogue_ranking_excludes_history_and_padding():
     # Items 1..5; item 4 scores highest but is in the history, so target 2 ranks first.
     scores = torch.tensor([[9.0, 1.0, 3.0, 0.0, 5.0, 2.0]])
     history = torch.tensor([[0, 4]])
-    assert full_catalogue_ranks(scores.clone(), history, torch.tensor([2])).item() == 0
-    assert (
-        full_catalogue_ranks(scores.clone(), torch.tensor([[0, 0]]), torch.tensor([2])).item() == 1
-    )
+    target = torch.tensor([2])
+    assert rank_of_targets(exclude_items(scores.clone(), history), target).item() == 0
+    assert rank_of_targets(exclude_items(scores.clone(), torch.tensor([[0, 0]])), target) == 1
 
 
 def test_sampled_negatives_are_unseen_and_reproducible():
@@ -82,7 +83,7 @@ def test_mrr_by_hand_and_the_default_cutoffs():
 
 def test_history_can_be_kept_in_the_ranking():
     scores = torch.tensor([[9.0, 1.0, 3.0, 0.0, 5.0, 2.0]])
-    assert full_catalogue_ranks(scores.clone(), None, torch.tensor([2])).item() == 1
+    assert rank_of_targets(exclude_items(scores.clone(), None), torch.tensor([2])).item() == 1
 
 
 def test_popularity_sampled_negatives_follow_the_weights_and_skip_seen_items():
@@ -97,23 +98,51 @@ def test_popularity_sampled_negatives_follow_the_weights_and_skip_seen_items():
     assert torch.equal(samples, again)
 
 
+def awkward_scores(rows: int, columns: int, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    """Integer scores (many ties) with -inf, +inf and NaN sprinkled in."""
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.randint(-3, 4, (rows, columns), generator=generator).to(dtype)
+    for value, share in (("-inf", 0.05), ("inf", 0.002), ("nan", 0.01)):
+        scores[torch.rand(scores.shape, generator=generator) < share] = float(value)
+    scores[0] = float("nan")  # a row of NaN only
+    scores[1, : columns // 2] = float("-inf")  # a row of many excluded items
+    return scores
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
-def test_rank_of_targets_equals_a_plain_count_with_ties_infinities_and_nans(dtype):
-    generator = torch.Generator().manual_seed(0)
-    scores = torch.randint(-3, 4, (64, 3000), generator=generator).to(dtype)  # many ties
-    scores[torch.rand(scores.shape, generator=generator) < 0.05] = float("-inf")
-    scores[torch.rand(scores.shape, generator=generator) < 0.01] = float("nan")
-    targets = torch.randint(0, 3000, (64,), generator=generator)
+@pytest.mark.parametrize("layout", ["users x items", "items x users"])
+def test_rank_of_targets_equals_a_plain_count_with_ties_infinities_and_nans(dtype, layout):
+    scores = awkward_scores(64, 3000, dtype)
+    targets = torch.randint(0, 3000, (64,), generator=torch.Generator().manual_seed(1))
+    targets[1] = 0  # an excluded (-inf) target
+    targets[2] = int(scores[2].isinf().nonzero()[0])  # an infinite target
     expected = []
     for row, target in zip(scores.tolist(), targets.tolist(), strict=True):
         mine = row[target]
         above = sum(score >= mine for score in row)  # NaN compares false
         expected.append(len(row) - 1 if math.isnan(mine) else above - 1)
-    assert rank_of_targets(scores, targets).tolist() == expected
+    # SASRec's CPU scores are an (items x users) product seen transposed.
+    scored = scores if layout == "users x items" else scores.T.contiguous().T
+    assert rank_of_targets(scored, targets).tolist() == expected
 
 
-def test_the_scoring_batch_size_changes_no_rank_top_item_or_sampled_negative():
-    # 2,500 users: three blocks of sampled negatives, scored 7, 256 or 1,024 at a time.
+@pytest.mark.parametrize("layout", ["users x items", "items x users"])
+@pytest.mark.parametrize(("columns", "k"), [(30, 10), (25_601, 10), (25_601, 1), (9_000, 50)])
+def test_top_k_finds_the_values_of_a_full_topk_with_ties_and_nans(layout, columns, k):
+    scores = awkward_scores(40, columns, torch.float32, seed=columns + k)
+    scores[2] = torch.randn(columns, generator=torch.Generator().manual_seed(2))  # no ties
+    scored = scores if layout == "users x items" else scores.T.contiguous().T
+    values, indices = top_k(scored, k)
+    expected = scores.topk(k, dim=1)
+    assert torch.equal(values.nan_to_num(nan=7.0), expected.values.nan_to_num(nan=7.0))
+    assert torch.equal(scores.gather(1, indices).nan_to_num(nan=7.0), values.nan_to_num(nan=7.0))
+    assert all(len(set(row)) == k for row in indices.tolist())  # distinct items
+    assert torch.equal(indices[2], expected.indices[2])  # without ties, the same items
+
+
+def test_the_scoring_batch_size_changes_no_rank_top_item_or_sampled_negative(monkeypatch):
+    # 2,500 users: three blocks of sampled negatives, scored 7, 256 or 1,024 at a time, or
+    # 5 at a time where the catalogue is too large for more, or laid out items x users.
     num_items, generator = 60, torch.Generator().manual_seed(1)
     lengths = torch.randint(1, 9, (2500,), generator=generator).tolist()
     held_out = pl.DataFrame(
@@ -131,11 +160,17 @@ def test_the_scoring_batch_size_changes_no_rank_top_item_or_sampled_negative():
     def scorer(histories: torch.Tensor) -> torch.Tensor:  # (B, L) -> (B, N + 1)
         return embeddings[histories].sum(1) @ embeddings.T
 
+    def items_first_scorer(histories: torch.Tensor) -> torch.Tensor:  # as SASRec on CPU
+        return (embeddings @ embeddings[histories].sum(1).T).T
+
     popularity = torch.arange(num_items + 1).double()
     results = [
         rank_held_out(scorer, held_out, num_items, 50, popularity, batch_size=size)
         for size in (7, 256, 1024)
     ]
+    results.append(rank_held_out(items_first_scorer, held_out, num_items, 50, popularity))
+    monkeypatch.setattr(sasrec.model, "MAX_SCORES", 5 * (num_items + 1))
+    results.append(rank_held_out(scorer, held_out, num_items, 50, popularity, batch_size=1024))
     for other in results[1:]:
         for field in ("full", "sampled", "popsampled", "top_items"):
             assert torch.equal(getattr(results[0], field), getattr(other, field)), field

@@ -1,6 +1,8 @@
 import torch
 
+import sasrec.model
 from sasrec.model import SASRec, SASRecConfig
+from sasrec.serving import top_unseen
 
 
 def tiny_model(**overrides) -> SASRec:
@@ -47,3 +49,19 @@ def test_scores_cover_the_catalogue_with_shared_embeddings():
         model.item_bias[7] = 0.5
     scores = model(items)
     torch.testing.assert_close(scores[0, 7], hidden[0] @ model.item_emb.weight[7] + 0.5)
+
+
+def test_top_unseen_is_the_same_when_a_large_catalogue_splits_the_batch(monkeypatch):
+    # A catalogue too large for the whole batch's scores is scored a few users at a time.
+    model = tiny_model(num_items=3000)
+    generator = torch.Generator().manual_seed(0)
+    histories = torch.randint(1, 3001, (13, 6), generator=generator)
+    histories[0, :4] = 0  # left padding
+    whole = top_unseen(model, histories, 10, torch.device("cpu"))
+    monkeypatch.setattr(sasrec.model, "MAX_SCORES", 4 * 3001)  # 4 users per batch
+    assert sasrec.model.users_per_batch(13, 3000) == 4
+    split = top_unseen(model, histories, 10, torch.device("cpu"))
+    assert torch.equal(split[0], whole[0])  # the same items
+    torch.testing.assert_close(split[1], whole[1])  # other batch shapes round differently
+    seen = [set(row.tolist()) for row in histories]
+    assert all(not seen[row] & set(whole[0][row].tolist()) for row in range(13))
