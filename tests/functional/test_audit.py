@@ -211,7 +211,8 @@ def test_a_rerun_with_other_hparams_is_a_new_mlflow_run(sequences_dir, tmp_path,
     assert mlflow.get_run(new_run).data.params["lr"] == "0.003"
     assert metric_steps(new_run) == [1, 2]
     assert metric_steps(killed_run) == steps_before  # untouched
-    assert killed_at >= 1 and steps_before[-1] <= killed_at
+    # Metrics are sent by a background thread: the kill may come before any was stored.
+    assert killed_at >= 1 and all(step <= killed_at for step in steps_before)
     runs = mlflow.search_runs(experiment_names=["sasrec"], output_format="list")
     assert len(runs) == 2
     assert not checkpoint_dir.exists()  # the finished job removed its own checkpoint
