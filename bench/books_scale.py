@@ -34,14 +34,15 @@ def sample_users(sequences: Path, out: Path, num_users: int) -> dict[str, int]:
     Returns:
         The full folder's counts: training sequences of 2+ items, test users, all users.
     """
-    train = pl.read_parquet(sequences / schema.TRAIN_FILE)
-    test = pl.read_parquet(sequences / schema.TEST_FILE)
+    splits = {
+        name: pl.read_parquet(sequences / name)
+        for name in (schema.TRAIN_FILE, schema.VALID_FILE, schema.TEST_FILE)
+    }
+    train, test = splits[schema.TRAIN_FILE], splits[schema.TEST_FILE]
     users = test.select(schema.USER_ID).sample(min(num_users, test.height), seed=0)
     with atomic_dir(out, schema.SEQUENCES_STEP) as tmp:
-        for name in (schema.TRAIN_FILE, schema.VALID_FILE, schema.TEST_FILE):
-            pl.read_parquet(sequences / name).join(users, on=schema.USER_ID).write_parquet(
-                tmp / name
-            )
+        for name, frame in splits.items():
+            frame.join(users, on=schema.USER_ID).write_parquet(tmp / name)
         for name in (schema.ITEM_VOCAB_FILE, schema.ITEM_TITLES_FILE):
             if (sequences / name).is_file():
                 (tmp / name).write_bytes((sequences / name).read_bytes())
@@ -57,7 +58,7 @@ def sample_users(sequences: Path, out: Path, num_users: int) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=Path("build/bench/Books.jsonl.gz"))
-    parser.add_argument("--users", type=int, default=20_000, help="users of the model steps")
+    parser.add_argument("--users", type=int, default=5_000, help="users of the model steps")
     parser.add_argument("--reviews", type=float, default=29.5e6, help="reviews in --source")
     args = parser.parse_args()
     if not args.source.is_file():
@@ -66,10 +67,10 @@ def main() -> None:
     print("| step | wall (s) | s per M reviews | peak RSS (GB) |")
     print("| --- | ---: | ---: | ---: |")
 
-    def row(name: str, result: tuple[float, int], per_million: bool = True) -> None:
+    def row(name: str, result: tuple[float, int]) -> None:
         seconds, rss = result
-        rate = f"{seconds / (args.reviews / 1e6):.2f}" if per_million else ""
-        print(f"| {name} | {seconds:.1f} | {rate} | {rss / 1e9:.2f} |", flush=True)
+        per_million = seconds / (args.reviews / 1e6)
+        print(f"| {name} | {seconds:.1f} | {per_million:.2f} | {rss / 1e9:.2f} |", flush=True)
 
     with tempfile.TemporaryDirectory(dir="build") as work_dir:
         work = Path(work_dir)

@@ -99,16 +99,16 @@ def generate(out: Path, num_reviews: int, num_users: int, num_items: int, seed: 
     tmp = out.with_name(out.name + ".tmp")
     with tmp.open("wb") as sink:
         compressor = shutil.which("pigz") or "gzip"
-        gzip = subprocess.Popen([compressor, "-6"], stdin=subprocess.PIPE, stdout=sink)
+        compress = subprocess.Popen([compressor, "-6"], stdin=subprocess.PIPE, stdout=sink)
         for start in range(0, num_reviews, CHUNK_ROWS):
             stop = min(start + CHUNK_ROWS, num_reviews)
-            gzip.stdin.write(
+            compress.stdin.write(
                 chunk_frame(rng, users[start:stop], items[start:stop], text).write_ndjson().encode()
             )
             print(f"{stop:,} of {num_reviews:,} reviews", flush=True)
-        gzip.stdin.close()
-        if gzip.wait():
-            raise SystemExit("gzip failed")
+        compress.stdin.close()
+        if compress.wait():
+            raise SystemExit(f"{compressor} failed")
     tmp.rename(out)
 
 
