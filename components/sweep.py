@@ -16,6 +16,7 @@ def plan_trials(
     mlflow_experiment: str,
     mlflow_run_name: str,
     promotion_metric: str,
+    pipeline_run_id: str,
 ) -> list:
     """One trial per override object of the grid, over hparams; an empty grid is one trial.
 
@@ -26,6 +27,7 @@ def plan_trials(
         mlflow_experiment: MLflow experiment of the sweep's parent run.
         mlflow_run_name: Name of the sweep's parent run.
         promotion_metric: Checked before anything trains (the promote step uses it).
+        pipeline_run_id: The pipeline run: a tag on the parent run.
 
     Returns:
         [{"trial": i, "hparams": {...}, "parent_run_id": "..."}, ...]
@@ -36,7 +38,7 @@ def plan_trials(
     with exit_on_error("plan-trials"):
         return plan_trials_step(
             hparams, hparams_grid, mlflow_tracking_uri or None, mlflow_experiment,
-            mlflow_run_name, promotion_metric,
+            mlflow_run_name, promotion_metric, pipeline_run_id,
         )  # fmt: skip
 
 

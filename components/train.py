@@ -33,21 +33,25 @@ def train(
         checkpoint_root: Where checkpoints outlive the pod (gs://, s3:// or a mounted
             folder); empty: beside the model output.
         pipeline_run_id: The pipeline run: a retried pod finds its checkpoint by it (and
-            the trial number).
+            the trial number); a tag on the MLflow run.
         trial: The trial number in the sweep (0 without one).
         parent_run_id: The sweep's parent MLflow run; empty without a grid.
         model: Directory with weights, config and item vocabulary.
     """
     from sasrec.config import parse_hparams
     from sasrec.errors import exit_on_error
-    from sasrec.steps import pipeline_checkpoint_dir, train_step
+    from sasrec.steps import pipeline_checkpoint_dir, train_step, train_trial_step
 
+    # In a sweep, a trial that cannot train is recorded in its output and the others go on.
+    step = train_trial_step if parent_run_id else train_step
     with exit_on_error("train"):
-        summary = train_step(
-            sequences.path, model.path, parse_hparams(hparams),
-            mlflow_tracking_uri or None, mlflow_experiment, mlflow_run_name,
+        summary = step(
+            sequences_dir=sequences.path, model_dir=model.path, hparams=parse_hparams(hparams),
+            tracking_uri=mlflow_tracking_uri or None, experiment=mlflow_experiment,
+            run_name=mlflow_run_name,
             checkpoint_dir=pipeline_checkpoint_dir(checkpoint_root, pipeline_run_id, trial),
             num_processes=num_processes, gpus=num_processes,
             parent_run_id=parent_run_id or None, trial=trial if parent_run_id else None,
+            pipeline_run_id=pipeline_run_id,
         )  # fmt: skip
     model.metadata.update(summary)

@@ -37,26 +37,39 @@ def surface_nested_pipeline_inputs(spec: dict[str, Any]) -> None:
 
     KFP 2.17's compiler binds a pipeline parameter used only in a task's resources (e.g.
     `train_cpu` inside the sweep's ParallelFor) to a `pipelinechannel--` input of the
-    nested DAG, but never declares that input nor passes it from the root, so the task
-    cannot resolve it. This declares and passes each such input, as the compiler does
-    for parameters given to a task's arguments.
+    nested DAG, but never declares that input nor passes it from the DAG above, so the
+    task cannot resolve it. This declares and passes each such input at every depth (the
+    loop sits inside the exit handler's DAG), as the compiler does for parameters given to
+    a task's arguments.
     """
-    root = spec["root"]
-    root_parameters = root["inputDefinitions"]["parameters"]
-    for task in root["dag"]["tasks"].values():
-        component = spec["components"][task["componentRef"]["name"]]
-        if "dag" not in component:
-            continue
-        declared = component.setdefault("inputDefinitions", {}).setdefault("parameters", {})
-        passed = task.setdefault("inputs", {}).setdefault("parameters", {})
-        for inner in component["dag"]["tasks"].values():
-            for binding in inner.get("inputs", {}).get("parameters", {}).values():
+    root_parameters = spec["root"]["inputDefinitions"]["parameters"]
+
+    def channels_needed(dag_component: dict[str, Any]) -> set[str]:
+        needed = set()
+        for task in dag_component["dag"]["tasks"].values():
+            for binding in task.get("inputs", {}).get("parameters", {}).values():
                 channel = binding.get("componentInputParameter", "")
+                if channel.removeprefix("pipelinechannel--") in root_parameters.keys() - {channel}:
+                    needed.add(channel)
+            child = spec["components"][task["componentRef"]["name"]]
+            if "dag" in child:
+                needed |= channels_needed(child)
+        return needed
+
+    def wire(dag_component: dict[str, Any], is_root: bool) -> None:
+        for task in dag_component["dag"]["tasks"].values():
+            child = spec["components"][task["componentRef"]["name"]]
+            if "dag" not in child:
+                continue
+            declared = child.setdefault("inputDefinitions", {}).setdefault("parameters", {})
+            passed = task.setdefault("inputs", {}).setdefault("parameters", {})
+            for channel in sorted(channels_needed(child) - declared.keys()):
                 name = channel.removeprefix("pipelinechannel--")
-                if channel == name or channel in declared or name not in root_parameters:
-                    continue
                 declared[channel] = {"parameterType": root_parameters[name]["parameterType"]}
-                passed[channel] = {"componentInputParameter": name}
+                passed[channel] = {"componentInputParameter": name if is_root else channel}
+            wire(child, is_root=False)
+
+    wire(spec["root"], is_root=True)
 
 
 def registry_warning() -> str | None:

@@ -13,6 +13,7 @@ from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, Model
 from kfp.dsl.graph_component import GraphComponent
 
+from components.close_runs import close_runs
 from components.download import download
 from components.evaluate import evaluate
 from components.promote import promote
@@ -144,6 +145,7 @@ def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphC
             mlflow_experiment=mlflow_experiment,
             mlflow_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             promotion_metric=promotion_metric,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         trials_task.set_display_name("Plan trials").set_caching_options(False)
         pod.run_locked_down(trials_task, pod.SMALL.cpu, pod.SMALL.memory, pod.SMALL.scratch)
@@ -215,6 +217,18 @@ def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphC
             recommend_task.set_display_name("Recommend for every user")
             pod.run_locked_down(recommend_task, evaluate_cpu, evaluate_memory,
                                 pod.EVALUATE.scratch)  # fmt: skip
+
+        # Runs however the steps before it end (an exit task; pipeline outputs cannot come from
+        # inside a dsl.ExitHandler): it closes the MLflow runs that a failure left RUNNING.
+        close_task = close_runs(
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            mlflow_experiment=mlflow_experiment,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
+        close_task.after(evaluate_task).ignore_upstream_failure()
+        close_task.set_display_name("Close MLflow runs").set_caching_options(False)
+        pod.run_locked_down(close_task, pod.SMALL.cpu, pod.SMALL.memory, pod.SMALL.scratch)
+        pod.use_mlflow_secret(close_task, mlflow_secret)
 
         return PipelineOutputs(model=best_model, evaluation=evaluate_task.outputs["evaluation"])
 

@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     # A sweep's trial, as the pipeline trains it (passed on to torchrun workers).
     train.add_argument("--parent-run-id", default=None, help=argparse.SUPPRESS)
     train.add_argument("--trial", type=int, default=None, help=argparse.SUPPRESS)
+    train.add_argument("--pipeline-run-id", default=None, help=argparse.SUPPRESS)
 
     evaluate = _command(
         commands, "evaluate", "rank each held-out item against the whole catalogue and 100 "
@@ -252,7 +253,7 @@ def dispatch(args: argparse.Namespace) -> object:
         return steps.train_step(
             args.sequences, args.out, hparams, args.tracking_uri, args.experiment, args.run_name,
             args.checkpoint_dir, args.nproc, args.register_as, args.gpus, args.parent_run_id,
-            args.trial,
+            args.trial, args.pipeline_run_id,
         )  # fmt: skip
     if args.command == "evaluate":
         return steps.evaluate_step(

@@ -6,24 +6,51 @@ starts MLServer with `mlserver_mlflow.MLflowRuntime` on them (deploy/inferencese
 """
 
 import argparse
-import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
+from sasrec import tracking
+from sasrec.errors import SASRecError, exit_on_error
+from sasrec.io import write_json
+
 MLFLOW_RUNTIME = "mlserver_mlflow.MLflowRuntime"  # KServe's runtime for modelFormat mlflow
+
+
+DEPLOY_FILES = ("model", "settings.json", "model-settings.json")  # what deploy writes
 
 
 def prepare_mlserver(model_uri: str, out_dir: str | Path, name: str, port: int) -> Path:
     """Download `model_uri` to `out_dir/model` and write MLServer's settings beside it.
 
-    The gRPC and metrics ports are the two after `port`. Returns `out_dir`.
+    The model is fetched first, into a folder beside `out_dir`: a URI that names no model
+    leaves `out_dir` as it was. `out_dir` may be new, empty or an earlier output of this
+    command; a folder holding anything else is refused. The gRPC and metrics ports are the
+    two after `port`. Returns `out_dir`.
+
+    Raises:
+        SASRecError: when `out_dir` holds files of its own, or the model cannot be fetched.
     """
     import mlflow
 
     out_dir = Path(out_dir)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
-    mlflow.artifacts.download_artifacts(model_uri, dst_path=str(out_dir / "model"))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SASRecError(f"{out_dir} is a file; give a directory for the MLServer settings")
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in DEPLOY_FILES) if (
+        out_dir.is_dir()) else []  # fmt: skip
+    if foreign:
+        raise SASRecError(
+            f"{out_dir} holds files that `sasrec.deploy` did not write ({', '.join(foreign[:5])}"
+            "); give a new or empty directory"
+        )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as fetched:
+        with tracking.registry_errors(model_uri, "fetch the model"):
+            mlflow.artifacts.download_artifacts(model_uri, dst_path=str(Path(fetched) / "model"))
+        out_dir.mkdir(exist_ok=True)
+        shutil.rmtree(out_dir / "model", ignore_errors=True)  # an earlier deploy's model
+        os.replace(Path(fetched) / "model", out_dir / "model")
     settings = {"host": "127.0.0.1", "http_port": port, "grpc_port": port + 1,
                 "metrics_port": port + 2}  # fmt: skip
     model_settings = {
@@ -31,8 +58,8 @@ def prepare_mlserver(model_uri: str, out_dir: str | Path, name: str, port: int) 
         "implementation": MLFLOW_RUNTIME,
         "parameters": {"uri": str((out_dir / "model").resolve())},
     }
-    (out_dir / "settings.json").write_text(json.dumps(settings, indent=2))
-    (out_dir / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
+    write_json(settings, out_dir / "settings.json")
+    write_json(model_settings, out_dir / "model-settings.json")
     return out_dir
 
 
@@ -44,7 +71,8 @@ def main() -> None:
     parser.add_argument("--name", default="sasrec", help="the model's name in V2 URLs")
     parser.add_argument("--port", type=int, default=5001, help="HTTP port")
     args = parser.parse_args()
-    prepare_mlserver(args.model_uri, args.out_dir, args.name, args.port)
+    with exit_on_error("deploy"):
+        prepare_mlserver(args.model_uri, args.out_dir, args.name, args.port)
     print(f"MLServer settings in {args.out_dir}; V2: POST http://127.0.0.1:{args.port}"
           f"/v2/models/{args.name}/infer")  # fmt: skip
 

@@ -6,6 +6,7 @@ training runs in one process.
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -44,6 +45,16 @@ def mean_over_processes(value: torch.Tensor) -> float:
     return float(value)
 
 
+def any_process(flag: bool, device: torch.device) -> bool:
+    """Whether `flag` is true in any process: all of them then take the same branch."""
+    _, world = rank_and_world()
+    if world == 1:
+        return flag
+    value = torch.tensor(float(flag), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value)
+
+
 def gather_objects(value: T) -> list[T]:
     """Every process's `value`, by rank (`[value]` outside torchrun)."""
     _, world = rank_and_world()
@@ -79,9 +90,15 @@ def local_device(device: torch.device) -> torch.device:
 def relaunch_with_torchrun(num_processes: int, module_args: list[str]) -> None:
     """Run `python -m <module_args>` as `num_processes` torchrun workers on this node.
 
+    SIGTERM is passed on to torchrun, which passes it to the workers: they save their
+    place (see `sasrec.preemption`) and this process then raises `Preempted` too.
+
     Raises:
         subprocess.CalledProcessError: when a worker fails (its log is above).
+        Preempted: when SIGTERM stopped the workers.
     """
+    from sasrec.preemption import Preempted, StopRequests
+
     command = [
         sys.executable,
         "-m",
@@ -91,4 +108,11 @@ def relaunch_with_torchrun(num_processes: int, module_args: list[str]) -> None:
         "-m",
         *module_args,
     ]
-    subprocess.run(command, check=True)
+    with StopRequests() as stop:
+        workers = subprocess.Popen(command)
+        stop.on_request = lambda: workers.send_signal(signal.SIGTERM)
+        code = workers.wait()
+    if stop.requested:
+        raise Preempted("the torchrun workers checkpointed their place")
+    if code:
+        raise subprocess.CalledProcessError(code, command)

@@ -7,6 +7,8 @@ sampled figure beside it, the winner of a sweep and the promotion decision.
 import json
 from typing import Any
 
+from sasrec.sweep import trained, winner
+
 SCORERS = {"SASRec": "", "transition": "baseline_transition_", "popularity": "baseline_popularity_"}
 COLUMNS = ["", "NDCG@10", "HR@10", "sampled NDCG@10"]
 
@@ -24,13 +26,16 @@ def sweep_line(trials: list[dict[str, Any]] | None) -> str | None:
     """Which trial won, on what, against what; None without a sweep."""
     if not trials:
         return None
-    best = max(trials, key=lambda row: (row["val_ndcg@10"], -row["trial"]))
+    best = winner(trials)
     others = ", ".join(
-        f"{row['val_ndcg@10']:.4f}" for row in trials if row["trial"] != best["trial"]
+        f"{row['val_ndcg@10']:.4f}" for row in trained(trials) if row["trial"] != best["trial"]
+    )
+    failed = "".join(
+        f"; trial {row['trial']} failed: {row['error']}" for row in trials if "error" in row
     )
     return (
         f"trial {best['trial']} of {len(trials)} won {json.dumps(best['hparams'])}: "
-        f"validation NDCG@10 {best['val_ndcg@10']:.4f} (others {others})"
+        f"validation NDCG@10 {best['val_ndcg@10']:.4f} (others {others or 'none'}){failed}"
     )
 
 
@@ -46,6 +51,11 @@ def promotion_line(decision: dict[str, Any] | None) -> str | None:
         return f"{model} is champion ({outcome})"
     metric, new, old = decision["metric"], decision["challenger_score"], decision["champion_score"]
     champion = f"version {decision['champion_version']}"
+    if decision.get("champion_error"):
+        return (
+            f"{model} is champion now: {champion}, the champion, could not be loaded "
+            f"({decision['champion_error']})"
+        )
     if outcome == "promoted":
         return f"{model} is champion now: {metric} {new:.4f} > {old:.4f} of {champion}"
     return f"{model} registered, {champion} stays champion: {metric} {new:.4f} <= {old:.4f}"

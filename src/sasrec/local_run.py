@@ -196,14 +196,17 @@ def _parameter_arguments(params: list[str], parameters: dict[str, str]) -> dict[
 
 
 def _without_retries(pipeline_yaml: Path) -> Path:
-    """The pipeline with no task retries, beside the original.
+    """The pipeline with no task retries at any depth (loops, conditions), beside the original.
 
     Retries are for a preempted pod on a cluster; kfp.local honours them too, and would
     rerun a failed task on this machine after minutes of backoff.
     """
     documents = list(yaml.safe_load_all(pipeline_yaml.read_text()))
-    for task in documents[0]["root"]["dag"]["tasks"].values():
-        task.pop("retryPolicy", None)
+    spec = documents[0]
+    dags = [spec["root"], *spec.get("components", {}).values()]  # a loop's tasks sit in one
+    for dag in dags:
+        for task in dag.get("dag", {}).get("tasks", {}).values():
+            task.pop("retryPolicy", None)
     local_yaml = pipeline_yaml.with_name("local_" + pipeline_yaml.name)
     local_yaml.write_text(yaml.safe_dump_all(documents, sort_keys=False))
     return local_yaml

@@ -42,6 +42,8 @@ def table_html(header: list[str], rows: list[list[Any]]) -> str:
     """A plain HTML table; floats shown with 4 decimals."""
 
     def cell(value: Any) -> str:
+        if value is None:
+            return ""
         return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)

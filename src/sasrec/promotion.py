@@ -9,6 +9,7 @@ catalogue is a miss for it. It is judged on what it would have served these user
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,9 @@ DEFAULT_METRIC = "ndcg@10"  # on the test users, full catalogue
 class Decision:
     """What the promote step decided, and the scores it decided on."""
 
-    decision: str  # first champion | promoted | kept champion | already champion | not registered
+    # first champion | promoted | kept champion | already champion | not registered |
+    # replaced an unloadable champion
+    decision: str
     promoted: bool  # whether this run's version holds the alias now
     metric: str
     registered_model_name: str | None = None
@@ -43,6 +46,7 @@ class Decision:
     challenger_score: float | None = None
     champion_version: str | None = None
     champion_score: float | None = None
+    champion_error: str | None = None  # why the champion could not be scored
 
     def as_dict(self) -> dict[str, Any]:
         """The decision as promotion.json holds it."""
@@ -131,24 +135,126 @@ def require_metric(metric: str) -> None:
         )
 
 
-def compare(
-    challenger: tuple[SASRec, pl.DataFrame],
-    champion: tuple[SASRec, pl.DataFrame],
-    sequences: SequenceFiles,
-    metric: str,
-) -> tuple[float, float]:
-    """(challenger score, champion score) on `metric`, both by `score_on_test`."""
+def test_scorer(sequences: SequenceFiles, metric: str) -> Callable[[Path], float]:
+    """A function from a model directory to its `metric` by `score_on_test` on `sequences`.
+
+    What every model is scored with (seen items, popularity) is computed once.
+    """
     known = known_sequences(sequences.train, sequences.valid, sequences.test)
     common = {
         "sequences": sequences,
         "seen": user_items(sequences.test, known),
         "popularity": item_popularity(sequences.train, len(sequences.item_vocab)),
     }
-    challenger_score = score_on_test(*challenger, **common)[metric]
-    return challenger_score, score_on_test(*champion, **common)[metric]
+
+    def score(model_dir: Path) -> float:
+        return score_on_test(*load_for_scoring(model_dir), **common)[metric]
+
+    return score
+
+
+def compare(
+    challenger_dir: Path, champion_dir: Path, sequences: SequenceFiles, metric: str
+) -> tuple[float, float]:
+    """(challenger score, champion score) on `metric`, both by `score_on_test`."""
+    score = test_scorer(sequences, metric)
+    return score(challenger_dir), score(champion_dir)
 
 
 def load_for_scoring(model_dir: Path) -> tuple[SASRec, pl.DataFrame]:
     """A model directory's model (CPU) and item vocabulary."""
     model = load_model_dir(model_dir, torch.device("cpu"))
     return model, read_item_vocab(model_dir / schema.ITEM_VOCAB_FILE, "a model directory")
+
+
+MAX_ROUNDS = 5  # champions scored before giving up on a registry that keeps moving
+
+
+def promote(
+    tracking_uri: str, name: str, run_id: str, model_dir: Path, sequences_dir: Path, metric: str
+) -> Decision:
+    """Register the run's model under `name`; move `champion` to it when it wins on `metric`.
+
+    Scoring happens without the lease; the move is decided under it, against the champion
+    as it is then: if another run moved the alias meanwhile, the new champion is scored
+    and the decision taken again. A champion that cannot be fetched or loaded yields to
+    the challenger ("replaced an unloadable champion", with the cause).
+
+    Raises:
+        ServiceUnavailable: when the registry does not answer.
+        SASRecError: when the champion moved `MAX_ROUNDS` times while this run scored.
+    """
+    from sasrec import tracking
+    from sasrec.inputs import read_sequences
+    from sasrec.lease import registry_lease
+
+    version = tracking.register_run_model(tracking_uri, name, run_id)
+    named = {"registered_model_name": name, "version": version}
+    champions: dict[str, float | str] = {}  # version -> its score, or why it cannot be scored
+    score: Callable[[Path], float] | None = None
+    challenger_score = 0.0
+    for _ in range(MAX_ROUNDS):
+        champion = tracking.version_with_alias(tracking_uri, name, CHAMPION_ALIAS)
+        if champion not in (None, version) and champion not in champions:
+            if score is None:
+                score = test_scorer(read_sequences(sequences_dir), metric)
+                challenger_score = score(model_dir)
+            champions[champion] = _champion_score(tracking_uri, name, champion, score)
+        with registry_lease(tracking._registry(tracking_uri), name):
+            if tracking.version_with_alias(tracking_uri, name, CHAMPION_ALIAS) != champion:
+                log.info("the champion of %s moved while this run scored: again", name)
+                continue
+            decision = _decide(champion, challenger_score, champions, metric, named)
+            if decision.promoted and champion != version:
+                tracking.set_alias(tracking_uri, name, CHAMPION_ALIAS, version)
+        return decision
+    raise SASRecError(
+        f"the champion of {name} moved {MAX_ROUNDS} times while this run scored it; rerun"
+    )
+
+
+def _champion_score(
+    tracking_uri: str, name: str, champion: str, score: Callable[[Path], float]
+) -> float | str:
+    """The champion's score, or the one-line reason it cannot be fetched or loaded."""
+    import tempfile
+
+    from sasrec import tracking
+    from sasrec.errors import ServiceUnavailable, one_line
+
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            with tracking.registry_errors(tracking_uri, f"fetch version {champion} of {name}"):
+                champion_dir = tracking.download_model_dir(
+                    tracking_uri, name, champion, Path(scratch)
+                )
+            return score(champion_dir)
+        except ServiceUnavailable:
+            raise  # the registry is away: a rerun decides, nothing is moved now
+        except SASRecError as err:
+            log.warning("the champion, version %s of %s, cannot be scored: %s", champion, name,
+                        one_line(err))  # fmt: skip
+            return one_line(err)
+
+
+def _decide(
+    champion: str | None,
+    new_score: float,
+    champions: dict[str, float | str],
+    metric: str,
+    named: dict[str, Any],
+) -> Decision:
+    """The decision against `champion`, from the scores taken (see `promote`)."""
+    if champion is None or champion == named["version"]:
+        outcome = "first champion" if champion is None else "already champion"
+        return Decision(outcome, True, metric, **named)
+    old_score = champions[champion]
+    if isinstance(old_score, str):
+        return Decision("replaced an unloadable champion", True, metric, **named,
+                        challenger_score=new_score, champion_version=champion,
+                        champion_error=old_score)  # fmt: skip
+    wins = new_score > old_score
+    return Decision(
+        "promoted" if wins else "kept champion", wins, metric, **named,
+        challenger_score=new_score, champion_version=champion, champion_score=old_score,
+    )  # fmt: skip

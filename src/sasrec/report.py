@@ -154,9 +154,10 @@ def render_report(
         sections += [
             "<h2>Sweep trials (chosen on validation NDCG@10)</h2>",
             table_html(
-                ["trial", "hparams", "val ndcg@10", "val hit@10", "best epoch", "MLflow run"],
+                ["trial", "hparams", "val ndcg@10", "val hit@10", "best epoch", "MLflow run",
+                 "failed"],
                 [[t["trial"], json.dumps(t["hparams"]), t["val_ndcg@10"], t["val_hit@10"],
-                  t["best_epoch"], t["mlflow_run_id"]] for t in trials],
+                  t["best_epoch"], t["mlflow_run_id"], t.get("error", "")] for t in trials],
             ),
         ]  # fmt: skip
     sections += [

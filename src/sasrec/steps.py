@@ -7,6 +7,7 @@ sequences images carry no torch.
 import dataclasses
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from sasrec.config import HParams
 from sasrec.data import schema, titles
 from sasrec.data.download import default_cache_dir, download_interactions, fetch_source_file
 from sasrec.data.sequences import build_sequences
-from sasrec.errors import SASRecError
+from sasrec.errors import SASRecError, ServiceUnavailable, one_line
 from sasrec.inputs import SequenceFiles, read_sequences
 from sasrec.io import read_json, require_complete, require_output_dir
 from sasrec.storage import redact
@@ -80,6 +81,7 @@ class TrainJob:
     registered_model_name: str | None
     parent_run_id: str | None = None  # a sweep's parent MLflow run
     trial: int | None = None  # the trial number in a sweep
+    pipeline_run_id: str | None = None  # the KFP run this training is a task of
 
 
 def default_checkpoint_dir(model_dir: str | Path) -> Path:
@@ -114,6 +116,7 @@ def train_step(
     gpus: int = 0,
     parent_run_id: str | None = None,
     trial: int | None = None,
+    pipeline_run_id: str | None = None,
 ) -> dict[str, Any]:
     """Train in an MLflow run: hyperparameters, data stats, per-epoch metrics, the model.
 
@@ -138,6 +141,8 @@ def train_step(
             for device cpu), else the step fails at once instead of training on the CPU.
         parent_run_id: In a sweep: the MLflow run whose child this training's run is.
         trial: In a sweep: this training's trial number, kept in training.json.
+        pipeline_run_id: The KFP run this is a task of: a tag on the MLflow run, by which
+            the pipeline's exit task finds the runs a failure left RUNNING.
 
     Raises:
         SASRecError: in a Kubernetes pod without a tracking URI, or with `gpus` and no
@@ -156,7 +161,7 @@ def train_step(
     job = TrainJob(
         Path(sequences_dir), Path(model_dir), hparams, tracking_uri, experiment, run_name,
         checkpoint_dir or default_checkpoint_dir(model_dir), registered_model_name,
-        parent_run_id, trial,
+        parent_run_id, trial, pipeline_run_id,
     )  # fmt: skip
     if num_processes > 1 and not distributed.launched_by_torchrun():
         args = ["sasrec.cli", "train", *train_cli_args(job)]
@@ -169,19 +174,27 @@ def train_step(
             sequences, hparams, storage.join(job.checkpoint_dir, CHECKPOINT_FILE)
         )
         if distributed.is_main_process():
-            return _train_tracked(job, sequences, training)
+            with tracking.registry_errors(job.tracking_uri, "track the training run"):
+                return _train_tracked(job, sequences, training)
         return train_and_save(training, sequences, job.model_dir)[1]
 
 
 def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training") -> dict[str, Any]:
-    """Rank 0's training: in the checkpoint's MLflow run when it resumes, else a new run."""
+    """Rank 0's training: in the checkpoint's MLflow run when it resumes, else a new run.
+
+    The checkpoint, with every epoch's metrics, stays until MLflow holds all of the run:
+    a rerun after an MLflow outage finds the finished training in it and only completes
+    the logging, sending each metric once.
+    """
+    from sasrec.preemption import Preempted
     from sasrec.train import train_and_save
 
     run_file = storage.join(job.checkpoint_dir, CHECKPOINT_RUN_FILE)
     resumed_run = _resumable_run(job.tracking_uri, run_file) if training.resumed else None
     code_version = tracking.code_version()  # may ask git: once
+    tags = {tracking.PIPELINE_RUN_TAG: job.pipeline_run_id} if job.pipeline_run_id else None
     with tracking.mlflow_run(
-        job.tracking_uri, job.experiment, job.run_name, resumed_run, job.parent_run_id
+        job.tracking_uri, job.experiment, job.run_name, resumed_run, job.parent_run_id, tags
     ) as run_id:
         if resumed_run:
             log.info("continuing MLflow run %s from %s", run_id, job.checkpoint_dir)
@@ -200,21 +213,43 @@ def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training"
         if job.trial is not None:
             lineage |= {"sweep_trial": job.trial, "mlflow_parent_run_id": job.parent_run_id}
         epoch_metrics = tracking.BufferedMetricsLogger(
-            job.tracking_uri, run_id, tracking.outage_seconds()
+            job.tracking_uri, run_id, tracking.outage_seconds(), resumed=bool(resumed_run)
         )
+        history = training.state.history
+        for record in history:  # what an earlier attempt may not have sent
+            epoch_metrics.put(record)
         try:
-            _, summary = train_and_save(training, sequences, job.model_dir, lineage, epoch_metrics)
-        finally:
-            epoch_metrics.close()
-        tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)})
+            _, summary = train_and_save(
+                training, sequences, job.model_dir, lineage,
+                lambda metrics, epoch: epoch_metrics.put(history[-1]),
+            )  # fmt: skip
+        except (Exception, Preempted):
+            epoch_metrics.abandon()  # what is not sent is in the checkpoint
+            raise
+        epoch_metrics.close()
+        tracking.log_metrics_once({k: v for k, v in summary.items() if isinstance(v, float)})
         tracking.set_tags({
             "data_fingerprint": summary["data_fingerprint"],
             tracking.GIT_COMMIT_TAG: code_version["git_commit"],
         })  # fmt: skip
         tracking.log_artifacts(job.model_dir, "model_dir")
-        tracking.log_recommender_model(job.model_dir, job.registered_model_name)
-    storage.remove(job.checkpoint_dir)
+        if tracking.logged_model_uri(run_id) is None:
+            tracking.log_recommender_model(job.model_dir, job.registered_model_name)
+        elif job.registered_model_name:
+            tracking.register_run_model(job.tracking_uri, job.registered_model_name, run_id)
+    _remove_checkpoint(job.checkpoint_dir)
     return summary | lineage
+
+
+def _remove_checkpoint(checkpoint_dir: str | Path) -> None:
+    """Delete the files this job wrote in `checkpoint_dir`, by name, and the folder if empty.
+
+    The folder may be shared (`--checkpoint-dir`, a bucket prefix): nothing else in it
+    is touched.
+    """
+    for name in (CHECKPOINT_FILE, CHECKPOINT_RUN_FILE):
+        storage.remove_file(storage.join(checkpoint_dir, name))
+    storage.remove_empty_dir(checkpoint_dir)
 
 
 def _resumable_run(tracking_uri: str | None, run_file: str | Path) -> str | None:
@@ -237,6 +272,7 @@ def train_cli_args(job: TrainJob) -> list[str]:
         ("--register-as", job.registered_model_name),
         ("--parent-run-id", job.parent_run_id),
         ("--trial", job.trial),
+        ("--pipeline-run-id", job.pipeline_run_id),
     ):
         if value is not None and value != "":
             args += [flag, str(value)]
@@ -250,6 +286,7 @@ def plan_trials_step(
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     run_name: str | None = None,
     promotion_metric: str = "ndcg@10",
+    pipeline_run_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """The trials of a sweep (see `sweep.plan_trials`), each with its MLflow parent run.
 
@@ -265,11 +302,52 @@ def plan_trials_step(
     parent_run_id = ""
     if hparams_grid:
         tracking.require_lasting_store(tracking_uri)
-        parent_run_id = tracking.start_parent_run(
-            tracking_uri, experiment, run_name,
-            {"hparams": json.dumps(hparams), "hparams_grid": json.dumps(hparams_grid)},
-        )  # fmt: skip
+        with tracking.registry_errors(tracking_uri, "open the sweep's MLflow run"):
+            parent_run_id = tracking.start_parent_run(
+                tracking_uri, experiment, run_name,
+                {"hparams": json.dumps(hparams), "hparams_grid": json.dumps(hparams_grid)},
+                {tracking.PIPELINE_RUN_TAG: pipeline_run_id} if pipeline_run_id else None,
+            )  # fmt: skip
     return [trial | {"parent_run_id": parent_run_id} for trial in trials]
+
+
+def train_trial_step(model_dir: str | Path, hparams: HParams, **train_args: Any) -> dict[str, Any]:
+    """`train_step` for one trial of a sweep: a trial that cannot train is recorded, not raised.
+
+    The failure (its one-line cause) goes to `model_dir/trial_failed.json`, so that the
+    other trials and the selection go on. Errors a rerun may fix (an MLflow server or an
+    object store that does not answer) and SIGTERM still end the step, so that the pod is
+    retried.
+    """
+    from sasrec.io import atomic_dir, write_json
+    from sasrec.sweep import FAILED_TRIAL_FILE
+
+    trial = train_args.get("trial")
+    try:
+        return train_step(model_dir=model_dir, hparams=hparams, **train_args)
+    except ServiceUnavailable:
+        raise
+    except Exception as err:  # whatever stops this trial must not stop the others
+        cause = one_line(err)
+        log.error("trial %s failed: %s", trial, cause)
+        failure = {
+            "sweep_trial": trial, "hparams": dataclasses.asdict(hparams), "error": cause,
+            "mlflow_parent_run_id": train_args.get("parent_run_id"),
+        }  # fmt: skip
+        with atomic_dir(model_dir, schema.TRAIN_STEP) as tmp:
+            write_json(failure, tmp / FAILED_TRIAL_FILE)
+        return failure
+
+
+def _trial_result(model_dir: str | Path) -> dict[str, Any]:
+    """A trial's training.json, or its failure record."""
+    from sasrec.checkpoint import read_training_info
+    from sasrec.sweep import FAILED_TRIAL_FILE
+
+    model_dir = require_complete(model_dir, schema.TRAIN_STEP)
+    if (model_dir / FAILED_TRIAL_FILE).is_file():
+        return read_json(model_dir / FAILED_TRIAL_FILE)
+    return read_training_info(model_dir)
 
 
 def select_trial_step(
@@ -277,23 +355,38 @@ def select_trial_step(
 ) -> dict[str, Any]:
     """Copy the trial with the best validation NDCG@10 to `out_dir`, with every trial's results.
 
-    The copy holds `trials.json` beside the winner's files. A sweep's parent MLflow run
-    gets the winner and is closed.
+    The copy holds `trials.json` beside the winner's files. Failed trials are listed there
+    with their cause. A sweep's parent MLflow run gets the winner and the failures, and is
+    closed: FINISHED, or FAILED when no trial trained.
 
     Returns:
         The winner's training summary, with its trial number and the number of trials.
+
+    Raises:
+        SASRecError: when every trial failed, naming each one's cause.
     """
     import shutil
 
-    from sasrec.checkpoint import read_training_info
     from sasrec.io import atomic_dir, write_json
     from sasrec.sweep import TRIALS_FILE, trials_table, winner
 
-    infos = [read_training_info(require_complete(d, schema.TRAIN_STEP)) for d in model_dirs]
-    table = trials_table(infos)
-    best = winner(table)
+    results = [_trial_result(d) for d in model_dirs]
+    table = trials_table(results)
+    for row in table:
+        if "error" in row:
+            log.warning("trial %d failed: %s", row["trial"], row["error"])
+    parent_run_id = results[0].get("mlflow_parent_run_id")
+    uri = tracking_uri or next(
+        (r["mlflow_tracking_uri"] for r in results if "mlflow_tracking_uri" in r), None
+    )
+    try:
+        best = winner(table)
+    except SASRecError:
+        if parent_run_id:
+            _finish_sweep_run(uri, parent_run_id, table, None)
+        raise
     best_dir = next(
-        d for d, info in zip(model_dirs, infos, strict=True)
+        d for d, info in zip(model_dirs, results, strict=True)
         if info.get("sweep_trial", 0) == best["trial"]
     )  # fmt: skip
     require_output_dir(out_dir, schema.TRAIN_STEP)
@@ -303,16 +396,35 @@ def select_trial_step(
             write_json(table, tmp / TRIALS_FILE)
     log.info("trial %d of %d won: validation ndcg@10 %.4f", best["trial"], len(table),
              best["val_ndcg@10"])  # fmt: skip
-    parent_run_id = infos[0].get("mlflow_parent_run_id")
     if parent_run_id:
-        tracking.finish_parent_run(
-            tracking_uri or infos[0].get("mlflow_tracking_uri"), parent_run_id,
-            {"best_val_ndcg@10": best["val_ndcg@10"], "trials": float(len(table))},
-            {"sweep.winner_trial": str(best["trial"]),
-             "sweep.winner_run_id": str(best["mlflow_run_id"])},
-        )  # fmt: skip
-    winner_info = next(i for i in infos if i.get("sweep_trial", 0) == best["trial"])
+        _finish_sweep_run(uri, parent_run_id, table, best)
+    winner_info = next(i for i in results if i.get("sweep_trial", 0) == best["trial"])
     return winner_info | {"sweep_trial": best["trial"], "sweep_trials": len(table)}
+
+
+def _finish_sweep_run(
+    tracking_uri: str | None,
+    parent_run_id: str,
+    table: list[dict[str, Any]],
+    best: dict[str, Any] | None,
+) -> None:
+    """Log a sweep's outcome to its parent run and close it: FINISHED, or FAILED without a winner.
+
+    Each failed trial's cause is a tag `sweep.trial_<n>.error`.
+    """
+    from sasrec.sweep import trained
+
+    failures = {f"sweep.trial_{row['trial']}.error": row["error"][:5000]
+                for row in table if "error" in row}  # fmt: skip
+    metrics = {"trials": float(len(table)), "failed_trials": float(len(failures))}
+    tags = failures
+    if best is not None:
+        metrics["best_val_ndcg@10"] = best["val_ndcg@10"]
+        tags = tags | {"sweep.winner_trial": str(best["trial"]),
+                       "sweep.winner_run_id": str(best["mlflow_run_id"])}  # fmt: skip
+    status = "FAILED" if not trained(table) else "FINISHED"
+    with tracking.registry_errors(tracking_uri, "close the sweep's MLflow run"):
+        tracking.finish_parent_run(tracking_uri, parent_run_id, metrics, tags, status)
 
 
 def promote_step(
@@ -327,11 +439,12 @@ def promote_step(
 
     The first version becomes champion; otherwise both are scored on this run's test users
     (`sasrec.promotion`) and the alias moves only when the new version scores higher (a
-    tie keeps the champion). Without a name nothing is registered. The decision goes to
-    `out_dir/promotion.json` and, with both scores, to tags on the new version.
+    tie keeps the champion). The move is decided under a registry lease against the
+    champion as it is then (`sasrec.promotion.promote`): runs promoting at once cannot
+    crown the worse model. A champion that cannot be loaded yields to the new version.
+    Without a name nothing is registered. The decision goes to `out_dir/promotion.json`
+    and, with both scores, to tags on the new version.
     """
-    import tempfile
-
     from sasrec import promotion
     from sasrec.checkpoint import read_training_info
     from sasrec.evaluate import PROMOTION_FILE
@@ -340,42 +453,43 @@ def promote_step(
     promotion.require_metric(metric)  # before anything is registered
     require_output_dir(out_dir, schema.PROMOTE_STEP)
     model_dir = require_complete(model_dir, schema.TRAIN_STEP)
-    alias = promotion.CHAMPION_ALIAS
     if not registered_model_name:
         decision = promotion.Decision("not registered", False, metric)
     else:
         info = read_training_info(model_dir)
         uri = tracking_uri or info["mlflow_tracking_uri"]
-        version = tracking.register_run_model(uri, registered_model_name, info["mlflow_run_id"])
-        champion = tracking.version_with_alias(uri, registered_model_name, alias)
-        named = {"registered_model_name": registered_model_name, "version": version}
-        if champion is None or champion == version:
-            outcome = "first champion" if champion is None else "already champion"
-            decision = promotion.Decision(outcome, True, metric, **named)
-        else:
-            sequences = read_sequences(sequences_dir)
-            with tempfile.TemporaryDirectory() as scratch:
-                champion_dir = tracking.download_model_dir(
-                    uri, registered_model_name, champion, Path(scratch)
-                )
-                new_score, old_score = promotion.compare(
-                    promotion.load_for_scoring(model_dir),
-                    promotion.load_for_scoring(champion_dir), sequences, metric,
-                )  # fmt: skip
-            wins = new_score > old_score
-            decision = promotion.Decision(
-                "promoted" if wins else "kept champion", wins, metric, **named,
-                challenger_score=new_score, champion_version=champion, champion_score=old_score,
+        with tracking.registry_errors(uri, f"register and promote {registered_model_name}"):
+            decision = promotion.promote(
+                uri, registered_model_name, info["mlflow_run_id"], model_dir,
+                Path(sequences_dir), metric,
             )  # fmt: skip
-        if decision.promoted:
-            tracking.set_alias(uri, registered_model_name, alias, version)
-        tracking.tag_version(uri, registered_model_name, version, {
-            f"promotion.{k}": str(v) for k, v in decision.as_dict().items() if v is not None
-        })  # fmt: skip
+            tracking.tag_version(uri, registered_model_name, decision.version, {
+                f"promotion.{k}": str(v) for k, v in decision.as_dict().items() if v is not None
+            })  # fmt: skip
     log.info("promotion: %s", decision.as_dict())
     with atomic_dir(out_dir, schema.PROMOTE_STEP) as tmp:
         write_json(decision.as_dict(), tmp / PROMOTION_FILE)
     return decision.as_dict()
+
+
+def close_runs_step(
+    tracking_uri: str | None, experiment: str, pipeline_run_id: str, pipeline_state: str
+) -> list[str]:
+    """End the MLflow runs of a pipeline run that are still RUNNING once it is over.
+
+    The pipeline's exit task: a pod killed for good (retries spent, out of memory) or a task
+    that failed before its run ended leaves its run RUNNING. They end FAILED when the
+    pipeline failed, else KILLED. Returns their ids.
+    """
+    if tracking.in_kubernetes_pod() and not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        return []  # no lasting store: no run was opened (see `tracking.require_lasting_store`)
+    status = "KILLED" if pipeline_state == "SUCCEEDED" else "FAILED"
+    with tracking.registry_errors(tracking_uri, "close the pipeline's MLflow runs"):
+        closed = tracking.close_pipeline_runs(tracking_uri, experiment, pipeline_run_id, status)
+    for run_id in closed:
+        log.warning("MLflow run %s was left RUNNING by pipeline run %s: now %s", run_id,
+                    pipeline_run_id, status)  # fmt: skip
+    return closed
 
 
 def evaluate_step(
@@ -401,8 +515,11 @@ def evaluate_step(
     info = read_training_info(model_dir)
     run_id, uri = info.get("mlflow_run_id"), tracking_uri or info.get("mlflow_tracking_uri")
     if run_id and tracking.run_exists(uri, run_id):
-        with tracking.mlflow_run(uri, run_id=run_id):
-            tracking.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+        with (
+            tracking.registry_errors(uri, f"log the evaluation to MLflow run {run_id}"),
+            tracking.mlflow_run(uri, run_id=run_id),
+        ):
+            tracking.log_metrics_once({f"test_{k}": v for k, v in metrics.items()})
             tracking.log_artifacts(Path(out_dir), "evaluation")
     elif run_id:
         # The metrics are in metrics.json and KFP; losing them after training would be worse.

@@ -6,13 +6,12 @@ and `AWS_ENDPOINT_URL` (MinIO, any S3-compatible store) for s3://.
 """
 
 import contextlib
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sasrec.errors import SASRecError
+from sasrec.errors import SASRecError, ServiceUnavailable, one_line, without_logins
 from sasrec.io import atomic_path
 
 OBJECT_STORE_SCHEMES = ("gs://", "s3://")
@@ -37,15 +36,40 @@ def _object_store(uri: str | Path) -> tuple[Any, str]:
     return fsspec.core.url_to_fs(str(uri))
 
 
+def _unreachable(err: BaseException) -> bool:
+    """Whether `err` says the store did not answer (a rerun may succeed), not that it refused."""
+    name = type(err).__name__
+    return isinstance(err, ConnectionError | TimeoutError) or any(
+        word in name for word in ("Connect", "Timeout", "Endpoint")
+    )
+
+
 @contextlib.contextmanager
-def _explained(uri: str | Path, action: str) -> Iterator[None]:
-    """Turn an object store's refusal into one line that names the URI and what to check."""
+def explained(uri: str | Path, action: str) -> Iterator[None]:
+    """Turn an object store's failure into one line that names the URI and what to check.
+
+    botocore, gcsfs and aiohttp raise errors of their own types: all become one line. A
+    missing object (FileNotFoundError) passes through for the caller to answer.
+
+    Raises:
+        ServiceUnavailable: when the store did not answer.
+        SASRecError: when it refused (no bucket, no permission, bad credentials).
+    """
     try:
         yield
-    except (OSError, ValueError) as err:
+    except (FileNotFoundError, SASRecError):
+        raise
+    except Exception as err:  # every client library has its own error types
+        where = without_logins(str(uri))
+        if _unreachable(err):
+            raise ServiceUnavailable(
+                f"cannot {action} {where}: the object store did not answer ({one_line(err)}); "
+                "check AWS_ENDPOINT_URL (s3://) or the network, then rerun"
+            ) from err
         raise SASRecError(
-            f"cannot {action} {uri}: {err}; check that the bucket exists and the credentials "
-            "(AWS_* variables or the storage secret for s3://, the service account for gs://)"
+            f"cannot {action} {where}: {one_line(err)}; check that the bucket exists and the "
+            "credentials (AWS_* variables or the storage secret for s3://, the service "
+            "account for gs://)"
         ) from err
 
 
@@ -57,7 +81,7 @@ def write_bytes(data: bytes, uri: str | Path) -> None:
     """
     if is_object_store(uri):
         fs, path = _object_store(uri)
-        with _explained(uri, "write"):
+        with explained(uri, "write"):
             fs.pipe_file(path, data)  # one PUT: readers see the old object or the new one
         return
     with atomic_path(uri) as tmp:
@@ -68,7 +92,7 @@ def exists(uri: str | Path) -> bool:
     """Whether a file (an object) is at `uri`."""
     if is_object_store(uri):
         fs, path = _object_store(uri)
-        with _explained(uri, "read"):
+        with explained(uri, "read"):
             return fs.isfile(path)
     return Path(uri).is_file()
 
@@ -78,26 +102,35 @@ def read_bytes(uri: str | Path) -> bytes | None:
     if is_object_store(uri):
         fs, path = _object_store(uri)
         try:
-            return fs.cat_file(path)
+            with explained(uri, "read"):
+                return fs.cat_file(path)
         except FileNotFoundError:
             return None
     path = Path(uri)
     return path.read_bytes() if path.is_file() else None
 
 
-def remove(uri: str | Path) -> None:
-    """Delete a file or a folder (a prefix of objects) with all it holds; none is fine."""
+def remove_file(uri: str | Path) -> None:
+    """Delete the one file (object) at `uri`; none is fine. Never a folder or a prefix.
+
+    A run deletes only what it wrote, by name: a folder it shares with other runs, or a
+    prefix in a shared bucket, keeps everything else in it.
+    """
     if is_object_store(uri):
         fs, path = _object_store(uri)
-        with _explained(uri, "delete"):
-            if fs.exists(path):
-                fs.rm(path, recursive=True)
+        with explained(uri, "delete"):
+            if fs.isfile(path):
+                fs.rm_file(path)
         return
-    path = Path(uri)
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+    Path(uri).unlink(missing_ok=True)
+
+
+def remove_empty_dir(uri: str | Path) -> None:
+    """Remove the local folder `uri` if nothing is left in it (object stores have no folders)."""
+    if is_object_store(uri):
+        return
+    with contextlib.suppress(FileNotFoundError, OSError):
+        Path(uri).rmdir()  # refuses a folder that still holds anything
 
 
 def login(uri: str) -> str:

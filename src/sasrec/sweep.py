@@ -1,7 +1,9 @@
 """Hyperparameter sweeps: the trials of a grid, and the winner on validation NDCG@10 only.
 
 The test split plays no part in choosing: the winner is the trial with the best
-validation NDCG@10 (the first trial on a tie), and only the winner is evaluated.
+validation NDCG@10 (the first trial on a tie), and only the winner is evaluated. A trial
+whose training fails is recorded with its cause and the others go on; the sweep fails only
+when no trial trained.
 """
 
 import json
@@ -13,6 +15,7 @@ from sasrec.errors import SASRecError
 
 SELECTION_KEY = "best_val_ndcg@10"  # training.json: the trial's best validation NDCG@10
 TRIALS_FILE = "trials.json"  # in the winner's model directory: every trial's results
+FAILED_TRIAL_FILE = "trial_failed.json"  # a trial's output when its training failed
 
 
 def plan_trials(hparams: dict[str, Any], grid: Any) -> list[dict[str, Any]]:
@@ -32,6 +35,11 @@ def plan_trials(hparams: dict[str, Any], grid: Any) -> list[dict[str, Any]]:
             f'[{{"hidden_size": 64}}, {{"hidden_size": 128}}], got {json.dumps(grid)}'
         )
     trials = [hparams | override for override in grid] or [hparams]
+    if len({json.dumps(trial.get("max_val_users")) for trial in trials}) > 1:
+        raise SASRecError(
+            "hparams_grid varies max_val_users: trials would be validated on different "
+            "users and could not be compared; set max_val_users in hparams, for all trials"
+        )
     for number, trial in enumerate(trials):
         try:
             parse_hparams(trial)
@@ -43,31 +51,48 @@ def plan_trials(hparams: dict[str, Any], grid: Any) -> list[dict[str, Any]]:
 def trials_table(training_infos: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per trial, in trial order: number, the hparams that differ between trials, results.
 
+    A failed trial's row has no results and its one-line cause under "error".
+
     Args:
-        training_infos: The training.json of each trial's model (any order).
+        training_infos: The training.json of each trial's model (any order), or the
+            failure record (`FAILED_TRIAL_FILE`) of a trial that could not train.
     """
     infos = sorted(training_infos, key=lambda info: info.get("sweep_trial", 0))
     varying = sorted(
         name
         for name in infos[0]["hparams"]
-        if len({json.dumps(info["hparams"][name]) for info in infos}) > 1
+        if len({json.dumps(info["hparams"].get(name)) for info in infos}) > 1
     )
     return [
         {
             "trial": info.get("sweep_trial", 0),
-            "hparams": {name: info["hparams"][name] for name in varying},
-            "val_ndcg@10": info[SELECTION_KEY],
+            "hparams": {name: info["hparams"].get(name) for name in varying},
+            "val_ndcg@10": info.get(SELECTION_KEY),
             "val_hit@10": info.get("best_val_hit@10"),
-            "best_epoch": info["best_epoch"],
+            "best_epoch": info.get("best_epoch"),
             "mlflow_run_id": info.get("mlflow_run_id"),
+            **({"error": info["error"]} if "error" in info else {}),
         }
         for info in infos
     ]
 
 
+def trained(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of trials that trained (a failed trial has no validation result)."""
+    return [row for row in table if "error" not in row]
+
+
 def winner(table: list[dict[str, Any]]) -> dict[str, Any]:
-    """The row with the best validation NDCG@10; the lowest trial number on a tie."""
-    return max(table, key=lambda row: (row["val_ndcg@10"], -row["trial"]))
+    """The trained row with the best validation NDCG@10; the lowest trial number on a tie.
+
+    Raises:
+        SASRecError: when no trial trained, naming each trial's cause.
+    """
+    rows = trained(table)
+    if not rows:
+        causes = "; ".join(f"trial {row['trial']}: {row['error']}" for row in table)
+        raise SASRecError(f"every trial of the sweep failed: {causes}")
+    return max(rows, key=lambda row: (row["val_ndcg@10"], -row["trial"]))
 
 
 def read_trials(model_dir: str | Path) -> list[dict[str, Any]] | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import tenacity
 
-from sasrec.errors import SASRecError
+from sasrec.errors import SASRecError, ServiceUnavailable, one_line
 from sasrec.storage import login, redact
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ DEFAULT_EXPERIMENT = "sasrec"
 OUTAGE_SECONDS_ENV = "SASREC_MLFLOW_OUTAGE_SECONDS"
 DEFAULT_OUTAGE_SECONDS = 900.0
 GIT_COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own tag for the code revision
+# On every run a pipeline run opens: its exit task closes those a failure left RUNNING.
+PIPELINE_RUN_TAG = "sasrec.pipeline_run_id"
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
@@ -39,6 +41,46 @@ def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
     if uri:
         return uri
     return f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+@contextlib.contextmanager
+def registry_errors(tracking_uri: str | None, action: str) -> Iterator[None]:
+    """Turn a failure of MLflow's tracking server or registry into one line without credentials.
+
+    Raises:
+        ServiceUnavailable: when the server did not answer (refused connection, timeout,
+            5xx): a rerun may succeed.
+        SASRecError: for any other refusal (credentials, a missing model or version).
+    """
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, requests.RequestException) as err:
+        where = redact(resolve_tracking_uri(tracking_uri))
+        status = getattr(err, "get_http_status_code", lambda: None)()
+        if _did_not_answer(err, status):
+            raise ServiceUnavailable(
+                f"cannot {action}: MLflow at {where} did not answer ({one_line(err)}); check "
+                "that the server is up and reachable, then rerun"
+            ) from err
+        raise SASRecError(f"cannot {action} at MLflow {where}: {one_line(err)}") from err
+
+
+def _did_not_answer(err: BaseException, status: int | None) -> bool:
+    """Whether an MLflow client error says the server did not answer, not that it refused.
+
+    MLflow wraps requests' connection errors in its own exception: their text tells.
+    """
+    import requests
+
+    unanswered = ("Max retries exceeded", "Connection refused", "NewConnectionError", "timed out")
+    return (
+        isinstance(err, requests.ConnectionError | requests.Timeout)
+        or (status is not None and status >= 500)
+        or any(words in str(err) for words in unanswered)
+    )
 
 
 def in_kubernetes_pod() -> bool:
@@ -75,8 +117,11 @@ def mlflow_run(
     run_name: str | None = None,
     run_id: str | None = None,
     parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """Start a new MLflow run, or resume `run_id`; yields the run id.
+
+    The run ends FINISHED, FAILED on an error, KILLED on SIGTERM (`Preempted`).
 
     Args:
         tracking_uri: See `resolve_tracking_uri`.
@@ -84,6 +129,7 @@ def mlflow_run(
         run_name: Name of a new run.
         run_id: An existing run to log into instead of starting one.
         parent_run_id: Make a new run a child of this one (a sweep's trials).
+        tags: Tags of a new run.
     """
     import mlflow
 
@@ -94,20 +140,40 @@ def mlflow_run(
     mlflow.set_tracking_uri(uri)
     if run_id is None:
         mlflow.set_experiment(experiment)
-    with mlflow.start_run(
-        run_id=run_id, run_name=None if run_id else run_name, parent_run_id=parent_run_id
-    ) as run:
-        if uri.startswith(("http://", "https://")):
-            experiment_id = run.info.experiment_id
-            log.info(
-                "MLflow run: %s/#/experiments/%s/runs/%s",
-                redact(uri).rstrip("/"), experiment_id, run.info.run_id,
-            )  # fmt: skip
+    run = mlflow.start_run(
+        run_id=run_id, run_name=None if run_id else run_name, parent_run_id=parent_run_id,
+        tags=None if run_id else tags,
+    )  # fmt: skip
+    if uri.startswith(("http://", "https://")):
+        log.info(
+            "MLflow run: %s/#/experiments/%s/runs/%s",
+            redact(uri).rstrip("/"), run.info.experiment_id, run.info.run_id,
+        )  # fmt: skip
+    try:
         yield run.info.run_id
+    except BaseException as err:
+        # SIGTERM (`Preempted`): the retried pod resumes this run. The error that ended the
+        # run is what the user sees, even when MLflow cannot take the status now.
+        _end_run("KILLED" if isinstance(err, SystemExit) else "FAILED")
+        raise
+    mlflow.end_run()
+
+
+def _end_run(status: str) -> None:
+    import mlflow
+
+    try:
+        mlflow.end_run(status)
+    except Exception as err:  # the server is away: the run's status stays as it was
+        log.warning("MLflow did not take the run's end (%s): %s", status, one_line(err))
 
 
 def start_parent_run(
-    tracking_uri: str | None, experiment: str, run_name: str | None, params: dict[str, Any]
+    tracking_uri: str | None,
+    experiment: str,
+    run_name: str | None,
+    params: dict[str, Any],
+    tags: dict[str, str] | None = None,
 ) -> str:
     """Create a run that stays open while its children (a sweep's trials) run elsewhere.
 
@@ -119,7 +185,7 @@ def start_parent_run(
     client = MlflowClient(resolve_tracking_uri(tracking_uri))
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    run = client.create_run(experiment_id, run_name=run_name)
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     client.log_batch(
         run.info.run_id,
         params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()],
@@ -128,9 +194,13 @@ def start_parent_run(
 
 
 def finish_parent_run(
-    tracking_uri: str | None, run_id: str, metrics: dict[str, float], tags: dict[str, str]
+    tracking_uri: str | None,
+    run_id: str,
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    status: str = "FINISHED",
 ) -> None:
-    """Log a sweep's outcome to its parent run and close the run."""
+    """Log a sweep's outcome to its parent run and close the run with `status`."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -143,7 +213,24 @@ def finish_parent_run(
         ],
         tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()],
     )
-    client.set_terminated(run_id)
+    client.set_terminated(run_id, status)
+
+
+def close_pipeline_runs(
+    tracking_uri: str | None, experiment: str, pipeline_run_id: str, status: str
+) -> list[str]:
+    """End with `status` every run of `experiment` that pipeline run left RUNNING; their ids."""
+    client = _registry(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    running = client.search_runs(
+        [found.experiment_id],
+        f"tags.`{PIPELINE_RUN_TAG}` = '{pipeline_run_id}' and attributes.status = 'RUNNING'",
+    )
+    for run in running:
+        client.set_terminated(run.info.run_id, status)
+    return [run.info.run_id for run in running]
 
 
 def run_exists(tracking_uri: str | None, run_id: str) -> bool:
@@ -188,76 +275,144 @@ def outage_seconds() -> float:
 
 
 class BufferedMetricsLogger:
-    """Per-epoch metrics sent to MLflow by a background thread that outlasts server outages.
+    """Per-epoch metrics sent to MLflow, exactly once, by a background thread.
 
-    Training hands each epoch's metrics over and goes on at once. The thread sends them in
-    order, one `log_batch` each, retrying with backoff while the server is away (restarted,
-    behind a proxy answering 502) for up to `outage_seconds`. `close` waits until all are
-    sent, so a run ends with every epoch's metrics; each keeps the time it was measured.
+    Training hands over each epoch's record (`TrainingState.history`: epoch, the time it
+    was measured, its metrics) and goes on at once; the same records travel with the
+    checkpoint. The thread sends each metric not yet in the run, one `log_batch` per
+    epoch with the epoch as step and the original timestamp, retrying with backoff while
+    the server is away (restarted, behind a proxy answering 502) for up to
+    `max_outage_s`. A resumed run (`resumed`) first reads which (metric, step) pairs the
+    run already holds, so that a record handed over again is sent only where missing.
     """
 
-    def __init__(self, tracking_uri: str | None, run_id: str, max_outage_s: float) -> None:
+    def __init__(
+        self, tracking_uri: str | None, run_id: str, max_outage_s: float, resumed: bool = False
+    ) -> None:
         from mlflow import MlflowClient
 
         uri = resolve_tracking_uri(tracking_uri)
         self._client = MlflowClient(uri)
+        self._uri = redact(uri)
         self._login = login(uri)  # kept out of messages
         self._run_id = run_id
         self._max_outage_s = max_outage_s
-        self._batches: queue.Queue = queue.Queue()
+        self._resumed = resumed
+        self._on_server: dict[int, set[str]] = {}  # step -> metric keys the run holds
+        self._records: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
+        self._failing_since: float | None = None  # time.monotonic() of the first failure
         self._thread = threading.Thread(target=self._send_all, name="mlflow-metrics", daemon=True)
         self._thread.start()
 
-    def __call__(self, metrics: dict[str, float], step: int) -> None:
-        """Queue one epoch's metrics (a `train.MetricsCallback`)."""
-        from mlflow.entities import Metric
+    def put(self, record: dict[str, Any]) -> None:
+        """Queue one epoch's record: {"epoch": int, "timestamp_ms": int, "metrics": {...}}."""
+        self._records.put(record)
 
-        timestamp = int(time.time() * 1000)
-        batch = [Metric(mlflow_key(k), float(v), timestamp, step) for k, v in metrics.items()]
-        self._batches.put(batch)
+    def _retrying(self) -> tenacity.Retrying:
+        def outage_too_long(retry_state: tenacity.RetryCallState) -> bool:
+            del retry_state
+            since = self._failing_since
+            return since is not None and time.monotonic() - since >= self._max_outage_s
 
-    def _send_all(self) -> None:
-        retrying = tenacity.Retrying(
-            wait=tenacity.wait_exponential(multiplier=0.5, max=15),
-            stop=tenacity.stop_after_delay(self._max_outage_s),
-            before_sleep=lambda state: log.warning(
+        def note_failure(retry_state: tenacity.RetryCallState) -> None:
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+            log.warning(
                 "MLflow did not take the metrics (%s); training goes on, retrying",
-                self._without_login(str(state.outcome.exception())),
-            ),
+                self._without_login(str(retry_state.outcome.exception())),
+            )
+
+        return tenacity.Retrying(
+            wait=tenacity.wait_exponential(multiplier=0.5, max=15),
+            stop=outage_too_long,
+            before_sleep=note_failure,
             reraise=True,
         )
-        while (batch := self._batches.get()) is not None:
-            if self._error is None:
-                try:
-                    retrying(self._client.log_batch, self._run_id, metrics=batch)
-                except Exception as err:  # any failure: close() reports it
-                    self._error = err
+
+    def _read_on_server(self, keys: set[str]) -> None:
+        for key in keys:
+            for metric in self._client.get_metric_history(self._run_id, key):
+                self._on_server.setdefault(metric.step, set()).add(key)
+
+    def _send(self, record: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        step, sent = record["epoch"], self._on_server.get(record["epoch"], set())
+        batch = [
+            Metric(key, float(value), record["timestamp_ms"], step)
+            for key, value in ((mlflow_key(k), v) for k, v in record["metrics"].items())
+            if key not in sent
+        ]
+        if batch:
+            self._client.log_batch(self._run_id, metrics=batch)
+            self._on_server.setdefault(step, set()).update(m.key for m in batch)
+
+    def _send_all(self) -> None:
+        retrying = self._retrying()
+        while (record := self._records.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                if self._resumed:
+                    keys = {mlflow_key(k) for k in record["metrics"]}
+                    retrying(self._read_on_server, keys)
+                    self._resumed = False
+                retrying(self._send, record)
+                self._failing_since = None
+            except Exception as err:  # any failure: close() reports it
+                self._error = err
 
     def _without_login(self, text: str) -> str:
         return text.replace(f"{self._login}@", "") if self._login else text
 
     def close(self) -> None:
-        """Wait until every queued batch is sent.
+        """Wait until every queued record is sent, within the outage allowance.
+
+        The allowance is a deadline: `max_outage_s` after the server stopped answering
+        (or after this call, when it answers), whatever MLflow's own retries inside one
+        call would take.
 
         Raises:
-            SASRecError: when the server stayed away longer than the outage allowance.
+            ServiceUnavailable: when MLflow did not take every record in time. The records
+                are in the checkpoint: a rerun sends what is missing.
         """
-        self._batches.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise SASRecError(
-                f"MLflow did not answer for {self._max_outage_s:.0f} s "
-                f"({self._without_login(str(self._error))}); the "
-                f"model was still written, set ${OUTAGE_SECONDS_ENV} to wait longer"
+        self._records.put(None)
+        start = self._failing_since or time.monotonic()
+        self._thread.join(timeout=max(0.0, start + self._max_outage_s - time.monotonic()))
+        if self._thread.is_alive() or self._error is not None:
+            why = self._without_login(str(self._error)) if self._error else "no answer in time"
+            raise ServiceUnavailable(
+                f"MLflow at {self._uri} did not take the epoch metrics in "
+                f"{self._max_outage_s:.0f} s ({why}); the model and the checkpoint are kept: "
+                f"rerun the step to finish the logging, or set ${OUTAGE_SECONDS_ENV} to "
+                "wait longer"
             ) from self._error
 
+    def abandon(self, wait_s: float = 5.0) -> None:
+        """Stop after what can be sent within `wait_s`: the rest is in the checkpoint."""
+        self._records.put(None)
+        self._thread.join(timeout=wait_s)
 
-def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
-    """Log metrics of the active run in one call (one HTTP request to a server)."""
+
+def log_metrics_once(metrics: dict[str, float]) -> None:
+    """Log those of `metrics` that the active run does not hold yet (a rerun adds none twice)."""
     import mlflow
 
-    mlflow.log_metrics({mlflow_key(k): float(v) for k, v in metrics.items()}, step=step)
+    held = mlflow.get_run(mlflow.active_run().info.run_id).data.metrics
+    missing = {key: float(v) for key, v in ((mlflow_key(k), v) for k, v in metrics.items())}
+    missing = {key: value for key, value in missing.items() if key not in held}
+    if missing:
+        mlflow.log_metrics(missing)
+
+
+def logged_model_uri(run_id: str) -> str | None:
+    """The URI of the model the run has logged (`models:/<model id>`), or None."""
+    import mlflow
+
+    outputs = mlflow.get_run(run_id).outputs
+    logged = outputs.model_outputs if outputs else []
+    return f"models:/{logged[0].model_id}" if logged else None
 
 
 def log_artifacts(local_dir: str | Path, artifact_path: str) -> None:

@@ -28,6 +28,7 @@ from sasrec.evaluate import item_popularity, rank_held_out
 from sasrec.inputs import SequenceFiles, read_sequences
 from sasrec.losses import NextItemObjective, gbce_beta, sample_negatives
 from sasrec.model import PAD, SASRec, SASRecConfig
+from sasrec.preemption import Preempted, StopRequests
 from sasrec.tensors import length_bucketed_batches, pad_left
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,33 @@ def learning_rate(hparams: HParams, epoch: int) -> float:
     return hparams.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / hparams.max_epochs))
 
 
+@dataclass
+class EpochProgress:
+    """How far an interrupted epoch got: enough to continue it exactly from the next batch."""
+
+    plan_state: torch.Tensor  # the generator's state before the epoch drew its batch plan
+    generator_state: torch.Tensor  # its state after the last batch done
+    batches_done: int
+    loss_sum: float  # of the batches that stepped
+    steps: int  # batches that stepped (one too small for every process is skipped)
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the checkpoint (tensors and plain values only)."""
+        return dataclasses.asdict(self)
+
+
+class EpochInterrupted(Exception):
+    """An epoch stopped after a batch because a stop was requested."""
+
+    def __init__(self, progress: EpochProgress) -> None:
+        super().__init__(f"stopped after batch {progress.batches_done}")
+        self.progress = progress
+
+
+def _never() -> bool:
+    return False
+
+
 def train_epoch(
     trainer: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -56,6 +84,8 @@ def train_epoch(
     generator: torch.Generator,
     num_items: int,
     after_step: Callable[[], None] | None = None,
+    resume_from: EpochProgress | None = None,
+    stop_requested: Callable[[], bool] = _never,
 ) -> float:
     """One pass over the training sequences; returns the mean loss over all processes.
 
@@ -69,13 +99,26 @@ def train_epoch(
             the same numbers and keeps its own rows of each batch.
         num_items: Catalogue size.
         after_step: Called after every optimizer step (the weight average's update).
+        resume_from: An interrupted epoch's progress: the same batch plan, from the next batch.
+        stop_requested: Asked after every step (the same answer in every process).
+
+    Raises:
+        EpochInterrupted: when `stop_requested` says so, with the progress to resume from.
     """
     device = sequences.device
     rank, world = distributed.rank_and_world()
+    plan_state = resume_from.plan_state if resume_from else generator.get_state()
+    generator.set_state(plan_state)
+    batches = length_bucketed_batches(lengths, hparams.batch_size, generator)
     total_loss = torch.zeros((), device=device)
-    num_batches = 0
+    first_batch, num_batches = 0, 0
+    if resume_from is not None:
+        generator.set_state(resume_from.generator_state)
+        first_batch, num_batches = resume_from.batches_done, resume_from.steps
+        total_loss += resume_from.loss_sum  # float32 -> float -> float32 is exact
     use_bf16 = device.type == "cuda"
-    for rows in length_bucketed_batches(lengths, hparams.batch_size, generator):
+    for index in range(first_batch, len(batches)):
+        rows = batches[index]
         width = int(lengths[rows].max())
         batch = sequences[rows.to(device), -width:]  # (B, W) trimmed to the longest
         inputs, positives = batch[:, :-1], batch[:, 1:]
@@ -97,6 +140,11 @@ def train_epoch(
             after_step()
         total_loss += loss.detach()  # no .item(): a GPU would wait for every step
         num_batches += 1
+        if stop_requested() and index + 1 < len(batches):
+            progress = EpochProgress(
+                plan_state, generator.get_state(), index + 1, float(total_loss), num_batches
+            )
+            raise EpochInterrupted(progress)
     return distributed.mean_over_processes(total_loss / max(num_batches, 1))
 
 
@@ -205,8 +253,12 @@ class TrainingState:
     generator: torch.Generator
     best: BestSoFar
     average: AveragedModel | None = None  # the weights' moving average, with `ema_decay`
-    epoch: int = 0
+    epoch: int = 0  # the last whole epoch
     epoch_metrics: dict[str, float] = field(default_factory=dict)  # of `epoch`
+    # Every whole epoch's metrics as measured: {"epoch", "timestamp_ms", "metrics"}. They
+    # travel with the checkpoint until MLflow has them (see `tracking.EpochMetricsSender`).
+    history: list[dict[str, Any]] = field(default_factory=list)
+    partial: EpochProgress | None = None  # of epoch `epoch + 1`, when SIGTERM stopped it
 
     @property
     def evaluated_model(self) -> SASRec:
@@ -233,7 +285,15 @@ class TrainingState:
             "best_metrics": self.best.metrics,
             "best_state": self.best.state,
             "evals_without_gain": self.best.evals_without_gain,
+            "history": self.history,
+            "partial": self.partial.as_dict() if self.partial is not None else {},
         }
+
+    CHECKPOINT_KEYS = frozenset({
+        "identity", "epoch", "epoch_metrics", "model", "optimizer", "average", "generator",
+        "rng_states", "best_epoch", "best_metrics", "best_state", "evals_without_gain",
+        "history", "partial",
+    })  # fmt: skip
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Load a `to_checkpoint` dict back (tensors move to the model's device).
@@ -242,6 +302,9 @@ class TrainingState:
         the checkpoint's, each is seeded from the seed, its rank and the epoch instead.
         """
         self.epoch, self.epoch_metrics = checkpoint["epoch"], checkpoint["epoch_metrics"]
+        self.history = checkpoint["history"]
+        partial = checkpoint["partial"]
+        self.partial = EpochProgress(**partial) if partial else None
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.average is not None:
@@ -292,7 +355,7 @@ def weight_average(model: SASRec, decay: float) -> AveragedModel | None:
     return AveragedModel(model, multi_avg_fn=warmed_up_ema, use_buffers=True)
 
 
-CHECKPOINT_FORMAT = 2  # 2: a random state per process
+CHECKPOINT_FORMAT = 3  # 2: a random state per process; 3: metrics history, mid-epoch place
 
 
 def checkpoint_identity(hparams: HParams, fingerprint: str) -> dict[str, Any]:
@@ -323,12 +386,18 @@ class Training:
     @property
     def resumed(self) -> bool:
         """Whether a checkpoint of this same run was found and restored."""
-        return self.state.epoch > 0
+        return self.state.epoch > 0 or self.state.partial is not None
 
     @property
     def fingerprint(self) -> str:
         """sha256 of the data the run depends on (see `data_fingerprint`)."""
         return self.identity["data_fingerprint"]
+
+
+# Early stopping's sample of validation users is drawn with this seed, never the run's: every
+# trial of a sweep (a grid over `seed` too) is judged on the same users. It equals the
+# default seed, so a run with the defaults validates on the users it always did.
+VALIDATION_SAMPLE_SEED = 42
 
 
 def start_training(
@@ -355,7 +424,7 @@ def start_training(
     hparams = with_data_dropout(hparams, lengths, num_items)
     log.info("dropout %.3f", hparams.dropout)
     if 0 < hparams.max_val_users < valid.height:
-        valid = valid.sample(hparams.max_val_users, seed=hparams.seed)
+        valid = valid.sample(hparams.max_val_users, seed=VALIDATION_SAMPLE_SEED)
     model = initial_model(train, num_items, hparams).to(device)
     beta = gbce_beta(hparams.num_negatives, num_items, hparams.gbce_t)
     objective: torch.nn.Module = NextItemObjective(model, hparams.loss, beta)
@@ -372,17 +441,40 @@ def start_training(
         weight_average(model, hparams.ema_decay),
     )
     identity = checkpoint_identity(hparams, data_fingerprint(sequences, valid, num_items))
-    checkpoint = load_checkpoint(checkpoint_path, device) if checkpoint_path else None
+    checkpoint = _readable_checkpoint(checkpoint_path, device) if checkpoint_path else None
     if checkpoint is not None and checkpoint["identity"] == identity:
         state.restore(checkpoint)
-        log.info("resumed from %s after epoch %d", checkpoint_path, state.epoch)
+        log.info("resumed from %s after epoch %d%s", checkpoint_path, state.epoch,
+                 f", batch {state.partial.batches_done} of epoch {state.epoch + 1}"
+                 if state.partial else "")  # fmt: skip
     elif checkpoint is not None:
         log.warning("checkpoint %s is of other data or hparams: starting afresh", checkpoint_path)
         if rank == 0:
-            storage.remove(checkpoint_path)
+            storage.remove_file(checkpoint_path)
     return Training(
         hparams, state, objective, sequences.to(device), lengths, valid, identity, checkpoint_path
     )
+
+
+def _readable_checkpoint(path: str | Path, device: torch.device) -> dict[str, Any] | None:
+    """The checkpoint at `path`; None when there is none or it cannot be read.
+
+    A truncated, empty or foreign file is like a checkpoint of other data: a warning, the
+    file removed, a fresh start. It must not fail every retry of the job.
+    """
+    try:
+        checkpoint = load_checkpoint(path, device)
+        if checkpoint is None or checkpoint.keys() >= TrainingState.CHECKPOINT_KEYS:
+            return checkpoint
+        problem = f"keys missing: {sorted(TrainingState.CHECKPOINT_KEYS - checkpoint.keys())}"
+    except SASRecError:
+        raise  # the store cannot be read: a rerun may succeed, the file may be fine
+    except Exception as err:  # torch.load fails in many ways on a damaged file, all one answer
+        problem = f"{type(err).__name__}: {err}"
+    log.warning("checkpoint %s cannot be read (%s): removed, starting afresh", path, problem)
+    if distributed.is_main_process():
+        storage.remove_file(path)
+    return None
 
 
 # After each epoch: (epoch, its metrics, the model that is validated and kept).
@@ -397,7 +489,8 @@ def fit(training: Training, after_epoch: EpochHook = _after_no_epoch) -> dict[st
     """Train with Adam, validating every `eval_every` epochs; ends with the best weights.
 
     After every epoch the state is checkpointed (when the run has a checkpoint path) and
-    `after_epoch` is called, on rank 0 only.
+    `after_epoch` is called, on rank 0 only. SIGTERM stops training after the current
+    batch: the state is checkpointed at that batch and `Preempted` is raised.
 
     Returns:
         Summary: best epoch, best validation metrics, epochs run, seconds, data fingerprint.
@@ -405,10 +498,11 @@ def fit(training: Training, after_epoch: EpochHook = _after_no_epoch) -> dict[st
     Raises:
         SASRecError: when the loss or the weights stop being finite, or the device runs out
             of memory (the last checkpoint is kept).
+        Preempted: on SIGTERM, once the checkpoint is written.
     """
     state, hparams, best = training.state, training.hparams, training.state.best
     is_main = distributed.is_main_process()
-    if training.resumed and is_main:
+    if state.epoch > 0 and is_main:
         # A kill between the checkpoint and the logging of its epoch must leave no gap.
         after_epoch(state.epoch, state.epoch_metrics, state.evaluated_model)
     start = time.perf_counter()
@@ -416,23 +510,35 @@ def fit(training: Training, after_epoch: EpochHook = _after_no_epoch) -> dict[st
         range(state.epoch + 1, hparams.max_epochs + 1), desc="train", unit="epoch",
         initial=state.epoch, total=hparams.max_epochs, disable=not is_main,
     )  # fmt: skip
-    for epoch in progress:
-        if best.evals_without_gain >= hparams.patience:
-            break  # a resumed run that had already stopped early
-        metrics = _train_one_epoch(training, epoch)
-        if epoch % hparams.eval_every == 0 or epoch == hparams.max_epochs:
-            metrics |= validate(state.evaluated_model, training.valid)
-            best.update(state.evaluated_model, metrics, epoch)
-        state.epoch, state.epoch_metrics = epoch, metrics
-        _save_checkpoint(training)
-        if is_main:
-            after_epoch(epoch, metrics, state.evaluated_model)
-        progress.set_postfix(
-            loss=f"{metrics['train_loss']:.4f}", best_val_ndcg=best.metrics.get(SELECTION_METRIC)
-        )
-        if best.evals_without_gain >= hparams.patience:
-            log.info("early stop at epoch %d: best epoch %d", epoch, best.epoch)
-            break
+    with StopRequests() as stop:
+        device = training.sequences.device
+
+        def stop_requested() -> bool:
+            return distributed.any_process(stop.requested, device)
+
+        for epoch in progress:
+            if best.evals_without_gain >= hparams.patience:
+                break  # a resumed run that had already stopped early
+            metrics = _train_one_epoch(training, epoch, stop_requested)
+            if epoch % hparams.eval_every == 0 or epoch == hparams.max_epochs:
+                metrics |= validate(state.evaluated_model, training.valid)
+                best.update(state.evaluated_model, metrics, epoch)
+            state.epoch, state.epoch_metrics = epoch, metrics
+            state.history.append(
+                {"epoch": epoch, "timestamp_ms": int(time.time() * 1000), "metrics": metrics}
+            )
+            _save_checkpoint(training)
+            if is_main:
+                after_epoch(epoch, metrics, state.evaluated_model)
+            progress.set_postfix(
+                loss=f"{metrics['train_loss']:.4f}",
+                best_val_ndcg=best.metrics.get(SELECTION_METRIC),
+            )
+            if best.evals_without_gain >= hparams.patience:
+                log.info("early stop at epoch %d: best epoch %d", epoch, best.epoch)
+                break
+            if stop_requested() and epoch < hparams.max_epochs:
+                raise Preempted(f"epoch {epoch} is checkpointed; a rerun continues from there")
     if best.state:
         state.model.load_state_dict(best.state)
     return {
@@ -444,8 +550,14 @@ def fit(training: Training, after_epoch: EpochHook = _after_no_epoch) -> dict[st
     }
 
 
-def _train_one_epoch(training: Training, epoch: int) -> dict[str, float]:
-    """One epoch at its learning rate; its loss and seconds. Refuses non-finite results."""
+def _train_one_epoch(
+    training: Training, epoch: int, stop_requested: Callable[[], bool] = _never
+) -> dict[str, float]:
+    """One epoch at its learning rate; its loss and seconds. Refuses non-finite results.
+
+    An epoch that SIGTERM interrupted continues from its next batch. Stopped again, its
+    place is checkpointed and `Preempted` raised.
+    """
     state, hparams = training.state, training.hparams
     epoch_start = time.perf_counter()
     for group in state.optimizer.param_groups:  # a function of the epoch: resumes exactly
@@ -453,11 +565,20 @@ def _train_one_epoch(training: Training, epoch: int) -> dict[str, float]:
     average = state.average
     after_step = partial(average.update_parameters, state.model) if average is not None else None
     device = training.sequences.device
+    resume_from, state.partial = state.partial, None
     try:
         loss = train_epoch(
             training.objective.train(), state.optimizer, training.sequences, training.lengths,
             hparams, state.generator, state.model.config.num_items, after_step,
+            resume_from, stop_requested,
         )  # fmt: skip
+    except EpochInterrupted as interrupted:
+        state.partial = interrupted.progress
+        saved = time.perf_counter()
+        _save_checkpoint(training)
+        where = f"batch {state.partial.batches_done} of epoch {epoch}"
+        log.warning("checkpointed at %s in %.1f s", where, time.perf_counter() - saved)
+        raise Preempted(f"{where} is checkpointed; a rerun continues from there") from None
     except torch.OutOfMemoryError as err:
         raise SASRecError(
             f"{device} ran out of memory in epoch {epoch}: lower batch_size (now "
@@ -553,7 +674,10 @@ def train_sasrec(
     if not isinstance(sequences, SequenceFiles):
         sequences = read_sequences(sequences)
     training = start_training_on(sequences, hparams, checkpoint_path)
-    return train_and_save(training, sequences, model_dir, lineage, log_metrics)
+    trained = train_and_save(training, sequences, model_dir, lineage, log_metrics)
+    if checkpoint_path and distributed.is_main_process():
+        storage.remove_file(checkpoint_path)
+    return trained
 
 
 def train_and_save(
@@ -566,6 +690,8 @@ def train_and_save(
     """Run a set-up training to its end and write the model directory (see `train_sasrec`).
 
     Under torchrun every process trains on its share of each batch; only rank 0 writes.
+    The checkpoint stays: the caller removes it once nothing more can fail (`train_sasrec`
+    at once, the train step after MLflow has everything).
     """
     model, device = training.state.model, training.sequences.device
     log.info("training on %s: %s", device, model.config)
@@ -580,6 +706,4 @@ def train_and_save(
         }
         popularity = item_popularity(sequences.train, model.config.num_items)
         save_model_dir(model, sequences.directory, training_info, model_dir, popularity)
-        if training.checkpoint_path:
-            storage.remove(training.checkpoint_path)
     return model, summary

@@ -1,6 +1,8 @@
 """Champion/challenger promotion against a real MLflow registry (sqlite store)."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -12,6 +14,7 @@ from helpers import cyclic_reviews, write_reviews_jsonl_gz
 from sasrec.checkpoint import load_model_dir
 from sasrec.config import parse_hparams
 from sasrec.errors import SASRecError
+from sasrec.lease import registry_lease
 from sasrec.promotion import CatalogueMapped, catalogue_mapping
 from sasrec.steps import (
     download_step,
@@ -21,6 +24,7 @@ from sasrec.steps import (
     sequences_step,
     train_step,
 )
+from sasrec.tracking import register_run_model
 
 pytestmark = pytest.mark.slow
 
@@ -182,3 +186,80 @@ def test_a_champion_of_an_earlier_release_is_scored_from_its_run(
     tested = evaluate_step(old, sequences_dir, tmp_path / "eval")["ndcg@10"]
     assert decision["champion_score"] == pytest.approx(tested)
     assert decision["decision"] == "kept champion" and champion_version() == "1"
+
+
+def promote_in_a_process(model: Path, sequences_dir: Path, out: Path, uri: str) -> subprocess.Popen:
+    """The promote step as a pipeline's task runs it: a process of its own."""
+    code = (
+        "import logging, sys\nlogging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
+        "from sasrec.steps import promote_step\n"
+        f"promote_step({str(model)!r}, {str(sequences_dir)!r}, {str(out)!r}, 'games', "
+        f"tracking_uri={uri!r})\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, bufsize=1
+    )
+
+
+@pytest.fixture
+def three_models_and_a_champion(sequences_dir, tmp_path, mlflow_server, monkeypatch):
+    """barely (version 1, champion), half and well trained, all on a real `mlflow server`."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(mlflow_server.uri)
+    models = {
+        name: train(sequences_dir, tmp_path / name, hparams)
+        for name, hparams in (
+            ("barely", BARELY_TRAINED), ("half", HALF_TRAINED), ("well", WELL_TRAINED)
+        )
+    }  # fmt: skip
+    assert promote_step(models["barely"], sequences_dir, tmp_path / "p0", "games")["promoted"]
+    return models
+
+
+@pytest.mark.server
+def test_a_champion_moved_while_a_run_scored_is_scored_again_before_the_alias_moves(
+    three_models_and_a_champion, sequences_dir, tmp_path, mlflow_server
+):
+    models = three_models_and_a_champion
+    client = mlflow.MlflowClient(mlflow_server.uri)
+    with registry_lease(client, "games"):  # another run is promoting
+        half = promote_in_a_process(
+            models["half"], sequences_dir, tmp_path / "p1", mlflow_server.uri
+        )
+        for line in half.stderr:  # half has scored against version 1 and waits for the lease
+            if "waiting for the promotion lease" in line:
+                break
+        # ... and that run moves the alias to the better model meanwhile.
+        info = json.loads((models["well"] / "training.json").read_text())
+        well = register_run_model(mlflow_server.uri, "games", info["mlflow_run_id"])
+        client.set_registered_model_alias("games", "champion", well)
+    assert half.wait(timeout=300) == 0, half.stderr.read()
+    decision = json.loads((tmp_path / "p1" / "promotion.json").read_text())
+    assert decision["decision"] == "kept champion" and decision["champion_version"] == well
+    assert decision["challenger_score"] < decision["champion_score"]
+    assert champion_version() == well
+
+
+@pytest.mark.server
+def test_two_runs_promoting_at_once_leave_the_better_model_champion(
+    three_models_and_a_champion, sequences_dir, tmp_path, mlflow_server
+):
+    models = three_models_and_a_champion
+    runs = {
+        name: promote_in_a_process(models[name], sequences_dir, tmp_path / f"p-{name}",
+                                   mlflow_server.uri)
+        for name in ("half", "well")
+    }  # fmt: skip
+    for name, process in runs.items():
+        assert process.wait(timeout=300) == 0, (name, process.stderr.read())
+    decisions = {
+        name: json.loads((tmp_path / f"p-{name}" / "promotion.json").read_text()) for name in runs
+    }
+    assert champion_version() == decisions["well"]["version"]
+    assert decisions["well"]["promoted"]
+    # half either won against version 1 first and lost the alias to well, or lost to well.
+    if decisions["half"]["promoted"]:
+        assert decisions["well"]["champion_version"] == decisions["half"]["version"]
+    else:
+        assert decisions["half"]["champion_version"] == decisions["well"]["version"]

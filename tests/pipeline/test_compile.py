@@ -42,7 +42,9 @@ def test_tasks_chained_by_artifacts(spec):
         for name, task in spec["root"]["dag"]["tasks"].items()
         if not name.startswith(("condition-", "for-loop-"))
     }
-    assert set(tasks) == {*STEPS, "plan-trials", "select-trial", "promote"} - {"train"}
+    assert set(tasks) == {*STEPS, "plan-trials", "select-trial", "promote", "close-runs"} - {
+        "train"
+    }
     producers = {
         name: {
             (arg, source["producerTask"], source["outputArtifactKey"])
@@ -60,6 +62,7 @@ def test_tasks_chained_by_artifacts(spec):
         "promote": {("model", "select-trial", "model"), ("sequences", "sequences", "sequences")},
         "evaluate": {("model", "select-trial", "model"), ("sequences", "sequences", "sequences"),
                      ("promotion", "promote", "promotion")},
+        "close-runs": set(),
     }  # fmt: skip
     inner = train_task(spec)["inputs"]["artifacts"]["sequences"]
     assert inner == {"componentInputArtifact": "pipelinechannel--sequences-sequences"}
@@ -70,7 +73,18 @@ def test_tasks_chained_by_artifacts(spec):
         "select-trial": "Select the best trial",
         "promote": "Register and promote",
         "evaluate": "Evaluate",
+        "close-runs": "Close MLflow runs",
     }
+
+
+def test_the_close_runs_task_runs_however_the_steps_before_it_end(spec):
+    close = spec["root"]["dag"]["tasks"]["close-runs"]
+    assert close["dependentTasks"] == ["evaluate"]  # which waits on every earlier step
+    assert close["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    status = close["inputs"]["parameters"]["status"]
+    assert status == {"taskFinalStatus": {"producerTask": "evaluate"}}
+    run_id = close["inputs"]["parameters"]["pipeline_run_id"]["runtimeValue"]["constant"]
+    assert run_id == "{{$.pipeline_job_uuid}}"
 
 
 def test_trials_fan_out_from_the_plan_and_are_collected(spec):

@@ -1,5 +1,6 @@
 """`sasrec run`: the compiled pipeline through KFP's local runner, against a local mirror."""
 
+import html
 import json
 import os
 import shutil
@@ -150,3 +151,79 @@ def test_sweep_evaluates_and_registers_only_the_best_trial_on_validation(tmp_pat
     assert "promotion: games version 1 is champion" in result.stdout
     report = (tmp_path / "outputs" / "evaluation" / "report.html").read_text()
     assert all(t["mlflow_run_id"] in report for t in trials)
+
+
+def run_sweep(tmp_path: Path, grid: list[dict]) -> subprocess.CompletedProcess:
+    source = write_reviews_jsonl_gz(tmp_path / "cyclic.jsonl.gz", cyclic_reviews())
+    base = {"max_epochs": 3, "eval_every": 1, "batch_size": 16, "hidden_size": 16}
+    return subprocess.run(
+        [sys.executable, "-m", "sasrec.cli", "run", "--source", str(source), "--kcore", "0",
+         "--hparams", json.dumps(base), "--hparams-grid", json.dumps(grid),
+         "--register-as", "games"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+
+
+def sweep_runs(uri: str) -> dict[str, list]:
+    client = MlflowClient(uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "sasrec"]
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return {"parents": parents, "trials": [r for r in runs if r not in parents]}
+
+
+CUDA_CAUSE = "device 'cuda' was asked for but no CUDA GPU is visible"
+
+
+def test_a_failed_trial_is_reported_and_the_best_of_the_others_goes_on(tmp_path, mlflow_uri):
+    result = run_sweep(tmp_path, [{"seed": 1}, {"device": "cuda"}, {"seed": 3}])
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = json.loads((tmp_path / "outputs" / "model" / "trials.json").read_text())
+    assert [t["trial"] for t in trials] == [0, 1, 2]
+    assert CUDA_CAUSE in trials[1]["error"] and trials[1]["val_ndcg@10"] is None
+    winner = max((trials[0], trials[2]), key=lambda t: t["val_ndcg@10"])
+    training = json.loads((tmp_path / "outputs" / "model" / "training.json").read_text())
+    assert training["sweep_trial"] == winner["trial"]
+    assert f"trial 1 failed: {CUDA_CAUSE}" in result.stdout  # the console summary
+    report = html.unescape((tmp_path / "outputs" / "evaluation" / "report.html").read_text())
+    assert CUDA_CAUSE in report
+    assert json.loads((tmp_path / "outputs" / "metrics.json").read_text())["ndcg@10"] >= 0
+    runs = sweep_runs(mlflow_uri)
+    (parent,) = runs["parents"]
+    assert parent.info.status == "FINISHED"
+    assert CUDA_CAUSE in parent.data.tags["sweep.trial_1.error"]
+    assert parent.data.metrics["failed_trials"] == 1.0
+    assert {r.info.status for r in runs["trials"]} == {"FINISHED"}
+    client = MlflowClient(mlflow_uri)
+    assert (
+        client.get_model_version_by_alias("games", "champion").run_id == training["mlflow_run_id"]
+    )
+
+
+def test_a_sweep_whose_every_trial_fails_says_each_cause_and_leaves_no_run_running(
+    tmp_path, mlflow_uri
+):
+    result = run_sweep(tmp_path, [{"device": "cuda"}, {"device": "cuda", "seed": 2}])
+    assert result.returncode == 2
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "every trial of the sweep failed" in result.stderr
+    assert f"trial 0: {CUDA_CAUSE}" in result.stderr and f"trial 1: {CUDA_CAUSE}" in result.stderr
+    assert "select-trial" in last_line
+    (parent,) = sweep_runs(mlflow_uri)["parents"]
+    assert parent.info.status == "FAILED"
+    client = MlflowClient(mlflow_uri)
+    running = client.search_runs([parent.info.experiment_id], "attributes.status = 'RUNNING'")
+    assert running == []
+
+
+def test_local_runs_strip_retries_at_every_depth_of_the_pipeline(tmp_path):
+    import yaml
+
+    from pipelines.compile import compile_pipeline
+    from sasrec.local_run import _without_retries
+
+    compiled = compile_pipeline(tmp_path / "p.yaml", 2)
+    assert "retryPolicy" in compiled.read_text()  # the train task, inside the sweep's loop
+    spec = next(yaml.safe_load_all(compiled.read_text()))
+    assert "retryPolicy" not in json.dumps(spec["root"]["dag"]["tasks"])  # not at the root
+    assert "retryPolicy" not in _without_retries(compiled).read_text()

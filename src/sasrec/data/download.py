@@ -215,17 +215,20 @@ def _fetch_object(url: str, dest: Path) -> None:
     """Copy a gs:// or s3:// object (gcsfs, s3fs through fsspec) to `dest`."""
     import fsspec
 
-    try:
-        with fsspec.open(url, "rb") as src:
-            chunks = iter(lambda: src.read(_CHUNK_BYTES), b"")
-            _write_chunks(chunks, dest, url, getattr(src, "size", None))
-    except FileNotFoundError as err:
-        raise SASRecError(f"download of {url} failed: no such object; check the URL") from err
-    except PermissionError as err:
-        raise SASRecError(
-            f"download of {url} was refused ({err}); check the credentials (the pipeline's "
-            "storage_secret, AWS_* variables, or the pod's service account)"
-        ) from err
+    from sasrec.storage import explained
+
+    with explained(url, "download"):  # any other failure of the store: one line
+        try:
+            with fsspec.open(url, "rb") as src:
+                chunks = iter(lambda: src.read(_CHUNK_BYTES), b"")
+                _write_chunks(chunks, dest, url, getattr(src, "size", None))
+        except FileNotFoundError as err:
+            raise SASRecError(f"download of {url} failed: no such object; check the URL") from err
+        except PermissionError as err:
+            raise SASRecError(
+                f"download of {url} was refused ({err}); check the credentials (the pipeline's "
+                "storage_secret, AWS_* variables, or the pod's service account)"
+            ) from err
 
 
 def _write_chunks(
