@@ -75,6 +75,9 @@ def _never() -> bool:
     return False
 
 
+STOP_CHECK_EVERY = 16  # batches between SIGTERM checks under torchrun (see train_epoch)
+
+
 def train_epoch(
     trainer: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -140,7 +143,10 @@ def train_epoch(
             after_step()
         total_loss += loss.detach()  # no .item(): a GPU would wait for every step
         num_batches += 1
-        if stop_requested() and index + 1 < len(batches):
+        # Processes agree on stopping through a collective, which waits for the GPU: asked
+        # every STOP_CHECK_EVERY batches only. One process asks after every batch, for free.
+        ask = world == 1 or (index + 1) % STOP_CHECK_EVERY == 0
+        if ask and stop_requested() and index + 1 < len(batches):
             progress = EpochProgress(
                 plan_state, generator.get_state(), index + 1, float(total_loss), num_batches
             )
@@ -577,7 +583,8 @@ def _train_one_epoch(
         saved = time.perf_counter()
         _save_checkpoint(training)
         where = f"batch {state.partial.batches_done} of epoch {epoch}"
-        log.warning("checkpointed at %s in %.1f s", where, time.perf_counter() - saved)
+        if distributed.is_main_process():
+            log.warning("checkpointed at %s in %.1f s", where, time.perf_counter() - saved)
         raise Preempted(f"{where} is checkpointed; a rerun continues from there") from None
     except torch.OutOfMemoryError as err:
         raise SASRecError(

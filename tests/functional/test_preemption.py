@@ -81,3 +81,37 @@ def test_sigterm_mid_epoch_saves_the_place_and_the_rerun_ends_with_the_same_weig
     assert sorted(m.step for m in history) == list(range(1, HPARAMS["max_epochs"] + 1))
     assert client.get_run(run_id).info.status == "FINISHED"
     assert not checkpoint.exists()
+
+
+def test_sigterm_stops_two_torchrun_processes_at_the_same_batch_and_the_rerun_matches(
+    many_users, tmp_path, mlflow_uri, monkeypatch
+):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same thread settings in every run
+    two = ["--nproc", "2"]
+    straight = subprocess.run(
+        sasrec_train(many_users, tmp_path / "straight") + two, capture_output=True
+    )
+    assert straight.returncode == 0, straight.stderr
+    worker = subprocess.Popen(
+        sasrec_train(many_users, tmp_path / "model") + two, stderr=subprocess.PIPE, text=True
+    )
+    checkpoint = tmp_path / "model.checkpoint" / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline and worker.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    worker.send_signal(signal.SIGTERM)  # to the parent, as the pod's first process gets it
+    _, stderr = worker.communicate(timeout=120)
+    assert worker.returncode == PREEMPTED_EXIT_CODE, stderr[-3000:]
+    saved = load_checkpoint(checkpoint, torch.device("cpu"))
+    assert saved["partial"], "SIGTERM landed between epochs: the test needs it inside one"
+    assert len(saved["rng_states"]) == 2  # both processes' random states
+    assert stderr.count("checkpointed at batch") == 1  # rank 0 writes and says so
+    rerun = subprocess.run(
+        sasrec_train(many_users, tmp_path / "model") + two, capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    first = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
+    for name, tensor in first.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=name)
