@@ -45,11 +45,11 @@ def _unreachable(err: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def explained(uri: str | Path, action: str) -> Iterator[None]:
+def explained(uri: str | Path, action: str, missing_ok: bool = False) -> Iterator[None]:
     """Turn an object store's failure into one line that names the URI and what to check.
 
-    botocore, gcsfs and aiohttp raise errors of their own types: all become one line. A
-    missing object (FileNotFoundError) passes through for the caller to answer.
+    botocore, gcsfs and aiohttp raise errors of their own types: all become one line. With
+    `missing_ok`, a missing object (FileNotFoundError) passes through for the caller.
 
     Raises:
         ServiceUnavailable: when the store did not answer.
@@ -57,8 +57,16 @@ def explained(uri: str | Path, action: str) -> Iterator[None]:
     """
     try:
         yield
-    except (FileNotFoundError, SASRecError):
+    except SASRecError:
         raise
+    except FileNotFoundError:
+        if missing_ok:
+            raise
+        raise SASRecError(
+            f"cannot {action} {without_logins(str(uri))}: no such bucket or object; check that "
+            "the bucket exists and the credentials (AWS_* variables or the storage secret "
+            "for s3://, the service account for gs://)"
+        ) from None
     except Exception as err:  # every client library has its own error types
         where = without_logins(str(uri))
         if _unreachable(err):
@@ -102,7 +110,7 @@ def read_bytes(uri: str | Path) -> bytes | None:
     if is_object_store(uri):
         fs, path = _object_store(uri)
         try:
-            with explained(uri, "read"):
+            with explained(uri, "read", missing_ok=True):
                 return fs.cat_file(path)
         except FileNotFoundError:
             return None
