@@ -5,8 +5,9 @@ that many users and items (lengths and items drawn as in Amazon reviews: most us
 items Zipf-popular). Once it is a few seconds into its first epoch it gets SIGTERM. Reported:
 the time from SIGTERM to the process's exit (the rest of the current batch, then the
 checkpoint), the checkpoint write alone (from the training's own log line), and the
-checkpoint's size. The pod's grace period (terminationGracePeriodSeconds, 30 s by default)
-must exceed the first.
+checkpoint's size. SIGTERM during a validation pass takes effect after it, so the time of
+one pass (`max_val_users` of them, 10,000 by default) is reported too. The pod's grace
+period (terminationGracePeriodSeconds, 30 s by default) must exceed exit plus validation.
 
     python bench/preemption.py                       # 5-core and 0-core Video_Games sizes
     python bench/preemption.py --sizes 94800x25600   # users x items
@@ -94,6 +95,18 @@ def measure(users: int, items: int, mean_length: float, into_epoch_s: float) -> 
         }
 
 
+def validation_seconds(users: int, items: int, mean_length: float) -> float:
+    """One validation pass of the defaults' sample (untrained weights: the cost is the same)."""
+    from sasrec.config import parse_hparams
+    from sasrec.train import start_training, validate
+
+    train, valid = synthetic_split(users, items, mean_length)
+    training = start_training(train, valid, items, parse_hparams({}))
+    start = time.perf_counter()
+    validate(training.state.evaluated_model, training.valid)
+    return round(time.perf_counter() - start, 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", nargs="*", help="USERSxITEMS[xMEAN_LENGTH] (default: both)")
@@ -113,6 +126,7 @@ def main() -> None:
     print(json.dumps({"machine": describe_machine()}))
     for name, (users, items, mean_length) in sizes.items():
         result = measure(users, items, mean_length, args.into_epoch)
+        result["validation_pass_s"] = validation_seconds(users, items, mean_length)
         print(json.dumps({"size": name, "users": users, "items": items, **result}), flush=True)
 
 

@@ -146,7 +146,7 @@ def train_epoch(
         # Processes agree on stopping through a collective, which waits for the GPU: asked
         # every STOP_CHECK_EVERY batches only. One process asks after every batch, for free.
         ask = world == 1 or (index + 1) % STOP_CHECK_EVERY == 0
-        if ask and stop_requested() and index + 1 < len(batches):
+        if ask and stop_requested():  # after the last batch too: validation can wait
             progress = EpochProgress(
                 plan_state, generator.get_state(), index + 1, float(total_loss), num_batches
             )

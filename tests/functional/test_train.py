@@ -403,3 +403,37 @@ def test_a_checkpoint_bucket_that_does_not_exist_is_a_one_line_error(
     assert error.startswith("sasrec train: error: cannot write s3://no-such-bucket/run/train/")
     assert "check that the bucket exists and the credentials" in error
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("stop_after", [3, "last"])
+def test_an_epoch_stopped_after_a_batch_continues_into_the_same_weights_and_loss(
+    sequences_dir, stop_after
+):
+    from sasrec.train import EpochInterrupted
+
+    hparams = parse_hparams(HPARAMS | {"batch_size": 4, "dropout": 0.3, "ema_decay": 0.0})
+    sequences = read_sequences(sequences_dir)
+
+    def run_epoch(training, stop_requested=lambda: False, resume_from=None) -> float:
+        return train_epoch(
+            training.objective.train(), training.state.optimizer, training.sequences,
+            training.lengths, hparams, training.state.generator,
+            training.state.model.config.num_items, None, resume_from, stop_requested,
+        )  # fmt: skip
+
+    straight = start_training_on(sequences, hparams)
+    straight_loss = run_epoch(straight)
+    num_batches = -(-len(straight.lengths) // hparams.batch_size)
+    stop_at = num_batches if stop_after == "last" else stop_after
+    # The same start; the interrupted objects stand for what the checkpoint restores (its
+    # round trip through a file is what the SIGTERM tests in test_preemption.py check).
+    interrupted = start_training_on(sequences, hparams)
+    asked = iter(range(1, num_batches + 1))
+    with pytest.raises(EpochInterrupted) as stopped:
+        run_epoch(interrupted, lambda: next(asked) == stop_at)
+    assert stopped.value.progress.batches_done == stop_at
+    resumed_loss = run_epoch(interrupted, resume_from=stopped.value.progress)
+    assert resumed_loss == straight_loss
+    resumed_state = interrupted.state.model.state_dict()
+    for name, tensor in straight.state.model.state_dict().items():
+        torch.testing.assert_close(resumed_state[name], tensor, rtol=0, atol=0, msg=name)
