@@ -59,7 +59,7 @@ serve: install ## [local] Serve MODEL (an MLflow model URI) with `mlflow models 
 
 serve-mlserver: install mlserver-env ## [local] Serve MODEL with KServe's MLflow runtime (MLServer, V2 protocol) on 127.0.0.1:PORT
 	@test -n "$(MODEL)" || { echo "set MODEL, e.g. make serve-mlserver MODEL=models:/sasrec-games@champion"; exit 2; }
-	$(BIN)/python -m sasrec.deploy "$(MODEL)" build/mlserver --port $(PORT)
+	$(BIN)/python -m sasrec.serving.deploy "$(MODEL)" build/mlserver --port $(PORT)
 	PATH=$(abspath $(MLSERVER_VENV)/bin):$$PATH OMP_NUM_THREADS=1 $(MLSERVER_VENV)/bin/mlserver start build/mlserver
 
 run: install ## [local] Run the whole pipeline locally (KFP local runner) into outputs/; ARGS="..." adds flags

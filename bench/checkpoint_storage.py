@@ -27,10 +27,10 @@ import requests
 import torch
 
 from machine import describe_machine
-from sasrec.checkpoint import load_checkpoint, save_checkpoint
 from sasrec.config import HParams
 from sasrec.data import schema
-from sasrec.train import BestSoFar, TrainingState, initial_model, rng_state, weight_average
+from sasrec.training.checkpoint import load_checkpoint, save_checkpoint
+from sasrec.training.train import BestSoFar, TrainingState, initial_model, rng_state, weight_average
 
 CATALOGUES = {"5-core": 25_600, "0-core": 137_200}
 REPEATS = 5

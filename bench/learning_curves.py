@@ -25,10 +25,10 @@ import torch
 from machine import describe_machine
 from paper_data import VIDEO_TXT, video_sequences
 from sasrec.config import HParams, parse_hparams
-from sasrec.evaluate import rank_held_out
 from sasrec.inputs import SequenceFiles, read_sequences
 from sasrec.model import SASRec
-from sasrec.train import fit, start_training_on
+from sasrec.scoring import rank_held_out
+from sasrec.training.train import fit, start_training_on
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 from machine import describe_machine
 from paper_data import VIDEO_TXT, video_sequences
 from sasrec.config import parse_hparams
-from sasrec.evaluate import evaluate_model
-from sasrec.train import train_sasrec
+from sasrec.evaluation.evaluate import evaluate_model
+from sasrec.training.train import train_sasrec
 
 
 def main() -> None:

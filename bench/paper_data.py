@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 from sasrec.data import schema
-from sasrec.steps import download_step, sequences_step
+from sasrec.data.steps import download_step, sequences_step
 
 VIDEO_TXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "sasrec-video" / "Video.txt"
 

@@ -61,7 +61,7 @@ def child(users: int, items: int, mean_length: float, checkpoint: str) -> None:
     import logging
 
     from sasrec.config import parse_hparams
-    from sasrec.train import fit, start_training
+    from sasrec.training.train import fit, start_training
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     train, valid = synthetic_split(users, items, mean_length)
@@ -98,7 +98,7 @@ def measure(users: int, items: int, mean_length: float, into_epoch_s: float) -> 
 def validation_seconds(users: int, items: int, mean_length: float) -> float:
     """One validation pass of the defaults' sample (untrained weights: the cost is the same)."""
     from sasrec.config import parse_hparams
-    from sasrec.train import start_training, validate
+    from sasrec.training.train import start_training, validate
 
     train, valid = synthetic_split(users, items, mean_length)
     training = start_training(train, valid, items, parse_hparams({}))

@@ -25,10 +25,11 @@ import torch
 from machine import describe_machine
 from sasrec.config import HParams, parse_hparams
 from sasrec.data import schema
-from sasrec.evaluate import evaluate_model, rank_held_out
+from sasrec.data.steps import download_step, sequences_step
+from sasrec.evaluation.evaluate import evaluate_model
 from sasrec.inputs import read_sequences
-from sasrec.steps import download_step, sequences_step
-from sasrec.train import train_sasrec
+from sasrec.scoring import rank_held_out
+from sasrec.training.train import train_sasrec
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL = {

@@ -30,16 +30,17 @@ import pyarrow as pa
 import torch
 
 from machine import describe_machine
-from sasrec.checkpoint import save_model_dir
 from sasrec.config import HParams
 from sasrec.data import schema
-from sasrec.evaluate import evaluate_model, item_popularity, rank_held_out
+from sasrec.evaluation.evaluate import evaluate_model
 from sasrec.io import atomic_dir, write_json
 from sasrec.metrics import top_k
 from sasrec.model import SASRec
-from sasrec.recommend import recommend_all_users
+from sasrec.model_dir import save_model_dir
+from sasrec.scoring import item_popularity, rank_held_out
+from sasrec.serving.recommend import recommend_all_users
 from sasrec.tensors import pad_left
-from sasrec.train import model_config
+from sasrec.training.train import model_config
 
 
 def synthetic_sequences(out_dir: Path, num_users: int, num_items: int) -> None:

@@ -33,12 +33,12 @@ import torch
 
 from machine import describe_machine
 from sasrec import tracking
-from sasrec.checkpoint import save_model_dir
 from sasrec.config import HParams
 from sasrec.data import schema
-from sasrec.deploy import prepare_mlserver
 from sasrec.model import SASRec
-from sasrec.train import model_config
+from sasrec.model_dir import save_model_dir
+from sasrec.serving.deploy import prepare_mlserver
+from sasrec.training.train import model_config
 
 REPO = Path(__file__).resolve().parents[1]
 P99_TARGET_MS = 50.0

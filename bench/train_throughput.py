@@ -1,4 +1,4 @@
-"""Training throughput (sequences per second) of `sasrec.train` against a plain reference.
+"""Training throughput (sequences per second) of `sasrec.training.train` against a plain reference.
 
 The reference is the common PyTorch port of SASRec (pmixer/SASRec.pytorch style, rewritten
 here): absolute positions, `nn.MultiheadAttention`, Conv1d feed-forward, every sequence
@@ -30,9 +30,9 @@ from machine import describe_machine
 from paper_data import VIDEO_TXT, video_sequences
 from sasrec.config import parse_hparams
 from sasrec.data import schema
-from sasrec.losses import NextItemObjective, gbce_beta
 from sasrec.model import SASRec
-from sasrec.train import model_config, train_epoch, training_tensors, with_data_dropout
+from sasrec.training.losses import NextItemObjective, gbce_beta
+from sasrec.training.train import model_config, train_epoch, training_tensors, with_data_dropout
 
 # The paper's Games settings, which the reference implements.
 PAPER_GAMES = (
@@ -144,7 +144,7 @@ def reference_throughput(
 def sasrec_epoch(
     train: pl.DataFrame, num_items: int, overrides: str, device: torch.device
 ) -> tuple[float, float]:
-    """Sequences per second of one epoch of `sasrec.train.train_epoch`, and its loss."""
+    """Sequences per second of one epoch of `sasrec.training.train.train_epoch`, and its loss."""
     hparams = parse_hparams(overrides)
     sequences, lengths = training_tensors(train, hparams.max_len)
     hparams = with_data_dropout(hparams, lengths, num_items)

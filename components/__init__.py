@@ -1,1 +1,1 @@
-"""KFP components: one file per pipeline step, each a thin wrapper over `sasrec.steps`."""
+"""KFP components: one file per pipeline step, each a thin wrapper over one library function."""

@@ -24,7 +24,7 @@ def close_runs(
         The ids of the runs it closed.
     """
     from sasrec.errors import exit_on_error
-    from sasrec.steps import close_runs_step
+    from sasrec.registry.steps import close_runs_step
 
     with exit_on_error("close-runs"):
         return close_runs_step(

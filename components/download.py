@@ -23,8 +23,8 @@ def download(
         interactions: Directory holding interactions.parquet.
         download_stats: Row counts.
     """
+    from sasrec.data.steps import download_step
     from sasrec.errors import exit_on_error
-    from sasrec.steps import download_step
 
     with exit_on_error("download"):
         counts = download_step(

@@ -32,7 +32,7 @@ def evaluate(
 
     from sasrec.data.schema import REPORT_FILE
     from sasrec.errors import exit_on_error
-    from sasrec.steps import evaluate_step
+    from sasrec.evaluation.step import evaluate_step
 
     with exit_on_error("evaluate"):
         results = evaluate_step(

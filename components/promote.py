@@ -28,7 +28,7 @@ def promote(
         metrics: The decision and both scores, shown in the KFP UI.
     """
     from sasrec.errors import exit_on_error
-    from sasrec.steps import promote_step
+    from sasrec.registry.steps import promote_step
 
     with exit_on_error("promote"):
         decision = promote_step(

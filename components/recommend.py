@@ -22,7 +22,7 @@ def recommend(
         recommendations: Directory holding recommendations.parquet.
     """
     from sasrec.errors import exit_on_error
-    from sasrec.steps import recommend_step
+    from sasrec.serving.recommend import recommend_step
 
     with exit_on_error("recommend"):
         summary = recommend_step(model.path, sequences.path, recommendations.path, k)

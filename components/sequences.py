@@ -31,8 +31,8 @@ def sequences(
     import os
     import shutil
 
+    from sasrec.data.steps import sequences_step
     from sasrec.errors import exit_on_error
-    from sasrec.steps import sequences_step
 
     with exit_on_error("sequences"):
         stats = sequences_step(

@@ -33,7 +33,7 @@ def plan_trials(
         [{"trial": i, "hparams": {...}, "parent_run_id": "..."}, ...]
     """
     from sasrec.errors import exit_on_error
-    from sasrec.steps import plan_trials_step
+    from sasrec.registry.steps import plan_trials_step
 
     with exit_on_error("plan-trials"):
         return plan_trials_step(
@@ -56,7 +56,7 @@ def select_trial(
         model: The winner's model directory, with trials.json listing every trial.
     """
     from sasrec.errors import exit_on_error
-    from sasrec.steps import select_trial_step
+    from sasrec.registry.steps import select_trial_step
 
     with exit_on_error("select-trial"):
         summary = select_trial_step(

@@ -40,7 +40,7 @@ def train(
     """
     from sasrec.config import parse_hparams
     from sasrec.errors import exit_on_error
-    from sasrec.steps import pipeline_checkpoint_dir, train_step, train_trial_step
+    from sasrec.training.step import pipeline_checkpoint_dir, train_step, train_trial_step
 
     # In a sweep, a trial that cannot train is recorded in its output and the others go on.
     step = train_trial_step if parent_run_id else train_step

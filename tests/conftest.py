@@ -145,7 +145,7 @@ def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 @pytest.fixture
 def sequences_dir(tmp_path: Path) -> Path:
     """Sequences of 80 users walking a cycle of 40 items (the sequences step's output)."""
-    from sasrec.steps import download_step, sequences_step
+    from sasrec.data.steps import download_step, sequences_step
 
     source = write_reviews_jsonl_gz(tmp_path / "cyclic.jsonl.gz", cyclic_reviews())
     download_step(str(source), tmp_path / "raw", cache_dir=tmp_path / "cache")

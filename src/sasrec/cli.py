@@ -237,36 +237,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 def dispatch(args: argparse.Namespace) -> object:
     """Run the chosen subcommand; returns what it produced."""
-    from sasrec import steps
     from sasrec.config import parse_hparams
+    from sasrec.data.steps import download_step, sequences_step
 
     if args.command == "download":
-        return steps.download_step(
+        return download_step(
             args.source, args.out, args.amazon_base_url, args.cache_dir, args.with_metadata
         )
     if args.command == "sequences":
-        return steps.sequences_step(
-            args.interactions, args.out, args.kcore, args.split, args.max_len
-        )
+        return sequences_step(args.interactions, args.out, args.kcore, args.split, args.max_len)
     if args.command == "train":
+        from sasrec.training.step import train_step
+
         hparams = parse_hparams(args.hparams)
-        return steps.train_step(
+        return train_step(
             args.sequences, args.out, hparams, args.tracking_uri, args.experiment, args.run_name,
             args.checkpoint_dir, args.nproc, args.register_as, args.gpus, args.parent_run_id,
             args.trial, args.pipeline_run_id,
         )  # fmt: skip
     if args.command == "evaluate":
-        return steps.evaluate_step(
+        from sasrec.evaluation.step import evaluate_step
+
+        return evaluate_step(
             args.model, args.sequences, args.out, exclude_history=not args.include_history
         )
     if args.command == "recommend":
         if args.history:
-            from sasrec.recommend import recommend_for_history
+            from sasrec.serving.recommend import recommend_for_history
 
             return recommend_for_history(args.model, args.history, args.k)
         if args.out is None:
             raise SASRecError("--sequences needs --out, the directory to write")
-        return steps.recommend_step(args.model, args.sequences, args.out, args.k)
+        from sasrec.serving.recommend import recommend_step
+
+        return recommend_step(args.model, args.sequences, args.out, args.k)
     from sasrec.local_run import run_pipeline_locally
 
     pipeline_args = {

@@ -9,7 +9,7 @@ from typing import Any
 
 from sasrec.errors import SASRecError
 
-LOSSES = ("bce", "sampled_softmax", "ce", "gbce")  # see sasrec.losses
+LOSSES = ("bce", "sampled_softmax", "ce", "gbce")  # see sasrec.training.losses
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -22,10 +22,11 @@ class HParams:
     minutes of a 2-core CPU (docs/benchmarks.md): the paper's depth, heads and max_len;
     softmax over 1,024 sampled items instead of BCE with one, wider, bigger batches, a
     moving average of the weights, and dropout chosen from the data's density: 0.7 on
-    sparse data like the paper's, down to 0.2 on dense data (`sasrec.train.dropout_for_data`,
-    the quality matrix in docs/benchmarks.md). The paper's own settings: {"loss": "bce",
-    "num_negatives": 1, "hidden_size": 50, "dropout": 0.5, "batch_size": 128, "lr": 0.001,
-    "max_epochs": 200, "ema_decay": 0}. On a GPU, {"loss": "ce", "compile": true}.
+    sparse data like the paper's, down to 0.2 on dense data
+    (`sasrec.training.train.dropout_for_data`, the quality matrix in docs/benchmarks.md).
+    The paper's own settings: {"loss": "bce", "num_negatives": 1, "hidden_size": 50,
+    "dropout": 0.5, "batch_size": 128, "lr": 0.001, "max_epochs": 200, "ema_decay": 0}.
+    On a GPU, {"loss": "ce", "compile": true}.
     """
 
     max_len: int = 50
@@ -37,7 +38,7 @@ class HParams:
     lr: float = 0.002
     lr_schedule: str = "constant"  # cosine: from lr down to 0 over max_epochs, set per epoch
     max_epochs: int = 60
-    loss: str = "sampled_softmax"  # see sasrec.losses; "bce" is the paper's
+    loss: str = "sampled_softmax"  # see sasrec.training.losses; "bce" is the paper's
     num_negatives: int = 1024  # more learn more per second on CPU; see docs/benchmarks.md
     seed: int = 42
     device: str = "auto"

@@ -43,8 +43,8 @@ from sasrec.io import (
     require_output_dir,
     write_json,
 )
+from sasrec.registry.sweep import plan_trials
 from sasrec.storage import login, redact
-from sasrec.sweep import plan_trials
 from sasrec.tracking import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -380,9 +380,9 @@ class TaskProgress(io.TextIOBase):
 
 def quiet_summary(output_dir: Path) -> str:
     """The end of `sasrec run`'s output: the headline table and where everything is."""
-    from sasrec.evaluate import PROMOTION_FILE
-    from sasrec.headline import console_summary
-    from sasrec.sweep import read_trials
+    from sasrec.data.schema import PROMOTION_FILE
+    from sasrec.evaluation.headline import console_summary
+    from sasrec.registry.sweep import read_trials
 
     output_dir = output_dir.resolve()
     promotion_file = output_dir / "evaluation" / PROMOTION_FILE

@@ -5,7 +5,7 @@ trimming a batch's leading padding changes nothing. The score of an item is the 
 of the final hidden state with the item's input embedding (shared weights, as in the paper)
 plus a learned per-item bias, which the paper lacks: it holds the item's overall
 popularity, so the embeddings need not (docs/benchmarks.md measures what it changes).
-`sasrec.train` starts it at the item's log training count.
+`sasrec.training.train` starts it at the item's log training count.
 """
 
 import json
@@ -144,7 +144,7 @@ class SASRec(nn.Module):
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Scores of every item as the next one: item_ids (B, L) -> (B, num_items + 1).
 
-        Column 0 is padding; callers mask it. Training objectives are in `sasrec.losses`.
+        Column 0 is padding; callers mask it. Training objectives are in `sasrec.training.losses`.
         """
         last_hidden = self.encode(item_ids)[:, -1, :]  # (B, D)
         # One fused pass over the output, the largest tensor of scoring. On CPU it is laid

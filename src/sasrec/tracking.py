@@ -449,9 +449,9 @@ def code_version() -> dict[str, str]:
 
 
 def log_recommender_model(model_dir: Path, registered_model_name: str | None = None) -> str:
-    """Log the model directory as the pyfunc of `sasrec.serving_model`; returns its model URI.
+    """Log the model directory as the pyfunc of `sasrec.serving.pyfunc`; returns its model URI.
 
-    The pyfunc answers in original item ids (see `sasrec.serving_model`). It is logged from
+    The pyfunc answers in original item ids (see `sasrec.serving.pyfunc`). It is logged from
     code, with the `sasrec` package as its code and the model directory as its one
     artifact: loading it unpickles nothing. Requirements are pinned to this environment's
     versions instead of being inferred (which loads the model once more in a subprocess).
@@ -472,7 +472,7 @@ def log_recommender_model(model_dir: Path, registered_model_name: str | None = N
     )
 
     import sasrec
-    from sasrec.serving import DEFAULT_K, HISTORY, Recommender
+    from sasrec.serving.recommender import DEFAULT_K, HISTORY, Recommender
 
     package_dir = Path(sasrec.__file__).parent
     recommender = Recommender(model_dir)
@@ -491,7 +491,7 @@ def log_recommender_model(model_dir: Path, registered_model_name: str | None = N
     example = pd.DataFrame({HISTORY: [recommender.item_ids[1:4]]})  # three known items
     info = mlflow.pyfunc.log_model(
         name="model",
-        python_model=str(package_dir / "serving_model.py"),
+        python_model=str(package_dir / "serving" / "pyfunc.py"),
         artifacts={"model_dir": str(model_dir)},
         code_paths=[str(package_dir)],
         signature=signature,

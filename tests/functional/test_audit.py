@@ -18,13 +18,14 @@ import pytest
 import torch
 from test_train import HPARAMS, Interrupted, assert_same_weights, sasrec_train
 
-from sasrec.checkpoint import load_checkpoint
 from sasrec.config import parse_hparams
 from sasrec.data import schema
 from sasrec.data.sequences import OFFICIAL_T1_MS, OFFICIAL_T2_MS
-from sasrec.evaluate import rank_held_out
-from sasrec.steps import recommend_step, sequences_step
-from sasrec.train import train_sasrec
+from sasrec.data.steps import sequences_step
+from sasrec.scoring import rank_held_out
+from sasrec.serving.recommend import recommend_step
+from sasrec.training.checkpoint import load_checkpoint
+from sasrec.training.train import train_sasrec
 
 T1, T2 = OFFICIAL_T1_MS, OFFICIAL_T2_MS
 BEFORE, BETWEEN, AFTER = T1 - 10_000, T1 + 10_000, T2 + 10_000

@@ -10,8 +10,8 @@ import pytest
 
 from conftest import shared_file
 from sasrec.data.sources import detect_format, resolve_source_files
+from sasrec.data.steps import download_step, sequences_step
 from sasrec.errors import SASRecError
-from sasrec.steps import download_step, sequences_step
 
 HEADER = "user_id,parent_asin,rating,timestamp"
 

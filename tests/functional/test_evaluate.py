@@ -12,8 +12,10 @@ import pytest
 
 from helpers import cyclic_reviews, write_reviews_jsonl_gz
 from sasrec.config import parse_hparams
-from sasrec.steps import download_step, evaluate_step, recommend_step, sequences_step
-from sasrec.train import train_sasrec
+from sasrec.data.steps import download_step, sequences_step
+from sasrec.evaluation.step import evaluate_step
+from sasrec.serving.recommend import recommend_step
+from sasrec.training.train import train_sasrec
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -10,10 +10,11 @@ import pytest
 
 from conftest import shared_file
 from sasrec.config import parse_hparams
+from sasrec.data.steps import download_step, sequences_step
 from sasrec.errors import SASRecError
-from sasrec.recommend import recommend_for_history
-from sasrec.steps import download_step, evaluate_step, sequences_step
-from sasrec.train import train_sasrec
+from sasrec.evaluation.step import evaluate_step
+from sasrec.serving.recommend import recommend_for_history
+from sasrec.training.train import train_sasrec
 
 
 def test_titles_reach_the_report_and_recommendations(http_server, tmp_path, mlflow_uri):

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from helpers import cyclic_reviews, write_reviews_jsonl_gz
-from sasrec.checkpoint import load_checkpoint
-from sasrec.preemption import PREEMPTED_EXIT_CODE
-from sasrec.steps import download_step, sequences_step
+from sasrec.data.steps import download_step, sequences_step
+from sasrec.training.checkpoint import load_checkpoint
+from sasrec.training.preemption import PREEMPTED_EXIT_CODE
 
 pytestmark = pytest.mark.long
 

@@ -11,20 +11,16 @@ import pytest
 import torch
 
 from helpers import cyclic_reviews, write_reviews_jsonl_gz
-from sasrec.checkpoint import load_model_dir
 from sasrec.config import parse_hparams
+from sasrec.data.steps import download_step, sequences_step
 from sasrec.errors import SASRecError
-from sasrec.lease import registry_lease
-from sasrec.promotion import CatalogueMapped, catalogue_mapping
-from sasrec.steps import (
-    download_step,
-    evaluate_step,
-    plan_trials_step,
-    promote_step,
-    sequences_step,
-    train_step,
-)
+from sasrec.evaluation.step import evaluate_step
+from sasrec.model_dir import load_model_dir
+from sasrec.registry.lease import registry_lease
+from sasrec.registry.promotion import CatalogueMapped, catalogue_mapping
+from sasrec.registry.steps import plan_trials_step, promote_step
 from sasrec.tracking import register_run_model
+from sasrec.training.step import train_step
 
 pytestmark = pytest.mark.slow
 
@@ -192,7 +188,7 @@ def promote_in_a_process(model: Path, sequences_dir: Path, out: Path, uri: str) 
     """The promote step as a pipeline's task runs it: a process of its own."""
     code = (
         "import logging, sys\nlogging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
-        "from sasrec.steps import promote_step\n"
+        "from sasrec.registry.steps import promote_step\n"
         f"promote_step({str(model)!r}, {str(sequences_dir)!r}, {str(out)!r}, 'games', "
         f"tracking_uri={uri!r})\n"
     )

@@ -18,10 +18,10 @@ import requests
 
 from conftest import free_port
 from sasrec.config import parse_hparams
-from sasrec.deploy import prepare_mlserver
-from sasrec.recommend import recommend_for_history
-from sasrec.serving import Recommender
-from sasrec.steps import train_step
+from sasrec.serving.deploy import prepare_mlserver
+from sasrec.serving.recommend import recommend_for_history
+from sasrec.serving.recommender import Recommender
+from sasrec.training.step import train_step
 
 HPARAMS = {"max_epochs": 40, "eval_every": 10, "hidden_size": 32, "dropout": 0.1, "lr": 0.01,
            "batch_size": 16}  # fmt: skip

@@ -19,8 +19,9 @@ from components.sequences import sequences as sequences_component
 from helpers import cyclic_reviews, write_reviews_jsonl_gz
 from sasrec.cli import main
 from sasrec.config import parse_hparams
-from sasrec.steps import download_step, promote_step, sequences_step
-from sasrec.train import train_sasrec
+from sasrec.data.steps import download_step, sequences_step
+from sasrec.registry.steps import promote_step
+from sasrec.training.train import train_sasrec
 
 TINY = {"max_epochs": 1, "hidden_size": 8, "batch_size": 64, "num_negatives": 4}
 

@@ -17,16 +17,17 @@ import pytest
 import torch
 
 from helpers import cyclic_reviews, write_reviews_jsonl_gz
-from sasrec.checkpoint import load_checkpoint, load_model_dir
 from sasrec.config import parse_hparams
 from sasrec.data import schema
+from sasrec.data.steps import download_step, sequences_step
 from sasrec.errors import SASRecError
 from sasrec.inputs import read_sequences
 from sasrec.io import read_json
-from sasrec.losses import NextItemObjective
 from sasrec.model import SASRec
-from sasrec.steps import download_step, sequences_step
-from sasrec.train import (
+from sasrec.model_dir import load_model_dir
+from sasrec.training.checkpoint import load_checkpoint
+from sasrec.training.losses import NextItemObjective
+from sasrec.training.train import (
     fit,
     initial_model,
     log_popularity,
@@ -409,7 +410,7 @@ def test_a_checkpoint_bucket_that_does_not_exist_is_a_one_line_error(
 def test_an_epoch_stopped_after_a_batch_continues_into_the_same_weights_and_loss(
     sequences_dir, stop_after
 ):
-    from sasrec.train import EpochInterrupted
+    from sasrec.training.train import EpochInterrupted
 
     hparams = parse_hparams(HPARAMS | {"batch_size": 4, "dropout": 0.3, "ema_decay": 0.0})
     sequences = read_sequences(sequences_dir)

@@ -16,13 +16,15 @@ import torch
 from conftest import free_port
 from sasrec.config import parse_hparams
 from sasrec.data import schema
-from sasrec.deploy import prepare_mlserver
 from sasrec.errors import SASRecError, ServiceUnavailable
+from sasrec.evaluation.step import evaluate_step
 from sasrec.inputs import read_sequences
 from sasrec.io import read_json
-from sasrec.steps import evaluate_step, promote_step, train_step
-from sasrec.sweep import plan_trials
-from sasrec.train import start_training_on, train_sasrec
+from sasrec.registry.steps import promote_step
+from sasrec.registry.sweep import plan_trials
+from sasrec.serving.deploy import prepare_mlserver
+from sasrec.training.step import train_step
+from sasrec.training.train import start_training_on, train_sasrec
 
 HPARAMS = {"max_epochs": 3, "eval_every": 1, "hidden_size": 16, "batch_size": 16}
 
@@ -206,7 +208,7 @@ def test_an_unreachable_registry_is_one_line_without_the_password(sequences_dir,
     )
     uri = f"http://alice:pw-SECRET@127.0.0.1:{free_port()}"  # nothing listens there
     code = (
-        "from sasrec.errors import exit_on_error\nfrom sasrec.steps import promote_step\n"
+        "from sasrec.errors import exit_on_error\nfrom sasrec.registry.steps import promote_step\n"
         "with exit_on_error('promote'):\n"
         f"    promote_step({str(tmp_path / 'model')!r}, {str(sequences_dir)!r}, "
         f"{str(tmp_path / 'promotion')!r}, 'games', tracking_uri={uri!r})\n"
@@ -259,7 +261,7 @@ def test_an_object_store_error_is_told_from_a_refusal():
 
 
 def test_close_runs_ends_only_this_pipeline_runs_left_running(mlflow_uri):
-    from sasrec.steps import close_runs_step
+    from sasrec.registry.steps import close_runs_step
     from sasrec.tracking import PIPELINE_RUN_TAG
 
     client = mlflow.MlflowClient()

@@ -1,8 +1,9 @@
 import polars as pl
 import torch
 
-from sasrec.baselines import PopularityScorer, TransitionScorer
-from sasrec.evaluate import beyond_accuracy, breakdowns, item_popularity, rank_held_out
+from sasrec.evaluation.baselines import PopularityScorer, TransitionScorer
+from sasrec.evaluation.evaluate import beyond_accuracy, breakdowns
+from sasrec.scoring import item_popularity, rank_held_out
 
 # Items 1..5. Item 2 is the most popular; 3 always follows 1, and 4 follows 2 twice.
 TRAIN = pl.DataFrame(

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from sasrec.losses import (
+from sasrec.model import SASRec, SASRecConfig
+from sasrec.training.losses import (
     IGNORED,
     MAX_CE_LOGITS,
     ChunkedSoftmaxLoss,
@@ -12,7 +13,6 @@ from sasrec.losses import (
     gbce_beta,
     sample_negatives,
 )
-from sasrec.model import SASRec, SASRecConfig
 
 ITEMS = torch.tensor([[0, 1, 2]])
 POSITIVES = torch.tensor([[1, 2, 3]])  # the first position has a padding input: not a target

@@ -6,9 +6,9 @@ import torch
 
 import sasrec.model
 from sasrec.data import schema
-from sasrec.evaluate import rank_held_out, sample_unseen_items
 from sasrec.metrics import hit_at_k, ndcg_at_k, rank_of_targets, ranking_metrics, top_k
 from sasrec.model import exclude_items
+from sasrec.scoring import rank_held_out, sample_unseen_items
 
 
 def test_perfect_ranking_gives_one_and_absent_item_zero():

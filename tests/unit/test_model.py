@@ -2,7 +2,7 @@ import torch
 
 import sasrec.model
 from sasrec.model import SASRec, SASRecConfig
-from sasrec.serving import top_unseen
+from sasrec.serving.recommender import top_unseen
 
 
 def tiny_model(**overrides) -> SASRec:

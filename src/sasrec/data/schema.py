@@ -50,3 +50,4 @@ TRAIN_STEP = "train"
 EVALUATE_STEP = "evaluate"
 RECOMMEND_STEP = "recommend"
 PROMOTE_STEP = "promote"
+PROMOTION_FILE = "promotion.json"  # the promote step's decision (see sasrec.registry.promotion)

@@ -15,7 +15,7 @@ from mlflow.models import set_model
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
-from sasrec.serving import DEFAULT_K, BadRequest, Recommender, histories_from, request_k
+from sasrec.serving.recommender import DEFAULT_K, BadRequest, Recommender, histories_from, request_k
 
 MODEL_DIR_ARTIFACT = "model_dir"
 try:  # KServe's MLflow runtime (MLServer) answers its own errors with 400, any other with 500
@@ -33,7 +33,7 @@ class InvalidRequest(MlflowException, ServerBadRequest):
 
 
 class RecommenderModel(PythonModel):
-    """The pyfunc face of `sasrec.serving.Recommender`."""
+    """The pyfunc face of `sasrec.serving.recommender.Recommender`."""
 
     def load_context(self, context: Any) -> None:
         """Load the model directory logged as the `model_dir` artifact."""

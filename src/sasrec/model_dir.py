@@ -1,7 +1,9 @@
-"""The model artifact (a directory that describes itself) and the per-epoch training checkpoint."""
+"""The model directory: the artifact every step after training reads, written and loaded whole.
+
+Its file names are defined here, for the writer, the readers and the served model alike.
+"""
 
 import dataclasses
-import io
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -9,12 +11,10 @@ from typing import Any
 
 import torch
 
-from sasrec import storage
 from sasrec.data import schema
 from sasrec.errors import SASRecError
 from sasrec.io import atomic_dir, read_json, require_complete, write_json
 from sasrec.model import PAD, SASRec, load_sasrec
-from sasrec.serving import CONFIG_FILE, POPULAR_FILE, WEIGHTS_FILE
 
 TRAINING_FILE = "training.json"
 NUM_POPULAR = 1000  # most popular items kept: the most a history of unknown items gets
@@ -93,20 +93,12 @@ def read_training_info(model_dir: str | Path) -> dict[str, Any]:
     return read_json(Path(model_dir) / TRAINING_FILE)
 
 
-def save_checkpoint(checkpoint: dict[str, Any], uri: str | Path) -> None:
-    """Write a training checkpoint whole to a path, gs:// or s3:// URI.
-
-    A kill mid-write leaves the previous checkpoint: a local file is renamed into place, an
-    object is replaced by one upload.
-    """
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    storage.write_bytes(buffer.getvalue(), uri)
+# Files of a model directory, named here for `sasrec.model_dir` too (it imports polars,
+# which serving environments need not have).
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.pt"
 
 
-def load_checkpoint(uri: str | Path, device: torch.device) -> dict[str, Any] | None:
-    """The checkpoint at `uri`, or None when there is none; read without unpickling objects."""
-    data = storage.read_bytes(uri)
-    if data is None:
-        return None
-    return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+ITEM_VOCAB_FILE, ITEM_TITLES_FILE = "item_vocab.parquet", "item_titles.parquet"
+
+
+POPULAR_FILE = "popular_items.json"

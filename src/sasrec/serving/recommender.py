@@ -1,6 +1,6 @@
 """Recommendations in original item ids, as `sasrec recommend --history` and the servers give them.
 
-One `Recommender` answers the CLI, the MLflow pyfunc (`sasrec.serving_model`, served by
+One `Recommender` answers the CLI, the MLflow pyfunc (`sasrec.serving.pyfunc`, served by
 `mlflow models serve` and by KServe's MLflow runtime, MLServer) and the serving benchmark,
 so all of them answer alike. It needs only torch, numpy and pyarrow, which every MLflow
 serving environment has: neither polars nor this package need be installed where a
@@ -19,14 +19,16 @@ import torch
 
 from sasrec.metrics import top_k
 from sasrec.model import PAD, SASRec, exclude_items, load_sasrec, users_per_batch
+from sasrec.model_dir import (
+    CONFIG_FILE,
+    ITEM_TITLES_FILE,
+    ITEM_VOCAB_FILE,
+    POPULAR_FILE,
+    WEIGHTS_FILE,
+)
 
 DEFAULT_K = 10
 HISTORY = "history"  # the request column: original item ids, oldest first
-# Files of a model directory, named here for `sasrec.checkpoint` too (it imports polars,
-# which serving environments need not have).
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.pt"
-ITEM_VOCAB_FILE, ITEM_TITLES_FILE = "item_vocab.parquet", "item_titles.parquet"
-POPULAR_FILE = "popular_items.json"
 
 
 class BadRequest(ValueError):

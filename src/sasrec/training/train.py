@@ -18,18 +18,20 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from sasrec import distributed, storage
-from sasrec.checkpoint import all_finite, load_checkpoint, save_checkpoint, save_model_dir
+from sasrec import storage
 from sasrec.config import HParams
 from sasrec.data import schema
 from sasrec.device import resolve_device
 from sasrec.errors import SASRecError
-from sasrec.evaluate import item_popularity, rank_held_out
 from sasrec.inputs import SequenceFiles, read_sequences
-from sasrec.losses import NextItemObjective, gbce_beta, sample_negatives
 from sasrec.model import PAD, SASRec, SASRecConfig
-from sasrec.preemption import Preempted, StopRequests
+from sasrec.model_dir import all_finite, save_model_dir
+from sasrec.scoring import item_popularity, rank_held_out
 from sasrec.tensors import length_bucketed_batches, pad_left
+from sasrec.training import distributed
+from sasrec.training.checkpoint import load_checkpoint, save_checkpoint
+from sasrec.training.losses import NextItemObjective, gbce_beta, sample_negatives
+from sasrec.training.preemption import Preempted, StopRequests
 
 log = logging.getLogger(__name__)
 

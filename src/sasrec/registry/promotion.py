@@ -17,14 +17,14 @@ from typing import Any
 import polars as pl
 import torch
 
-from sasrec.checkpoint import load_model_dir
 from sasrec.data import schema
 from sasrec.data.sequences import known_sequences
 from sasrec.errors import SASRecError
-from sasrec.evaluate import item_popularity, rank_held_out, user_items
 from sasrec.inputs import SequenceFiles, read_item_vocab
 from sasrec.metrics import KS
 from sasrec.model import PAD, SASRec
+from sasrec.model_dir import load_model_dir
+from sasrec.scoring import item_popularity, rank_held_out, user_items
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def promote(
     """
     from sasrec import tracking
     from sasrec.inputs import read_sequences
-    from sasrec.lease import registry_lease
+    from sasrec.registry.lease import registry_lease
 
     version = tracking.register_run_model(tracking_uri, name, run_id)
     named = {"registered_model_name": name, "version": version}

@@ -10,14 +10,14 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from sasrec.checkpoint import load_model_dir
 from sasrec.data import schema
 from sasrec.data.sequences import known_sequences
 from sasrec.device import resolve_device
 from sasrec.errors import SASRecError
 from sasrec.inputs import read_sequences, require_same_catalogue
 from sasrec.io import atomic_dir, require_output_dir
-from sasrec.serving import Recommender, top_unseen
+from sasrec.model_dir import load_model_dir
+from sasrec.serving.recommender import Recommender, top_unseen
 from sasrec.tensors import pad_left
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def recommend_for_history(
 
     Returns:
         `item_ids` (best first, none of the history), `scores`, `source`, `unknown_ids`,
-        and `titles` when the model has them (see `sasrec.serving.Recommender`).
+        and `titles` when the model has them (see `sasrec.serving.recommender.Recommender`).
 
     Raises:
         SASRecError: for a model directory that does not load, or k that is not positive.
@@ -121,3 +121,12 @@ def recommend_all_users(
         progress.close()
     log.info("wrote %d recommendations for %d users to %s", rows, sequences.height, out_dir)
     return {"num_users": sequences.height, "num_rows": rows, "k": k}
+
+
+def recommend_step(
+    model_dir: str | Path, sequences_dir: str | Path, out_dir: str | Path, k: int = 10
+) -> dict[str, int]:
+    """Write every user's top-k unseen items to `out_dir/recommendations.parquet`."""
+    from sasrec.serving.recommend import recommend_all_users
+
+    return recommend_all_users(model_dir, sequences_dir, out_dir, k)

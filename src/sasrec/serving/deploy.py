@@ -2,7 +2,7 @@
 
 KServe's storage initializer copies the model's files to /mnt/models and its MLflow runtime
 starts MLServer with `mlserver_mlflow.MLflowRuntime` on them (deploy/inferenceservice.yaml).
-`python -m sasrec.deploy MODEL_URI DIR` does the same into DIR, for `mlserver start DIR`.
+`python -m sasrec.serving.deploy MODEL_URI DIR` does the same into DIR, for `mlserver start DIR`.
 """
 
 import argparse
@@ -16,8 +16,6 @@ from sasrec.errors import SASRecError, exit_on_error
 from sasrec.io import write_json
 
 MLFLOW_RUNTIME = "mlserver_mlflow.MLflowRuntime"  # KServe's runtime for modelFormat mlflow
-
-
 DEPLOY_FILES = ("model", "settings.json", "model-settings.json")  # what deploy writes
 
 
@@ -41,8 +39,8 @@ def prepare_mlserver(model_uri: str, out_dir: str | Path, name: str, port: int) 
         out_dir.is_dir()) else []  # fmt: skip
     if foreign:
         raise SASRecError(
-            f"{out_dir} holds files that `sasrec.deploy` did not write ({', '.join(foreign[:5])}"
-            "); give a new or empty directory"
+            f"{out_dir} holds files that `sasrec.serving.deploy` did not write "
+            f"({', '.join(foreign[:5])}); give a new or empty directory"
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as fetched:
@@ -64,7 +62,7 @@ def prepare_mlserver(model_uri: str, out_dir: str | Path, name: str, port: int) 
 
 
 def main() -> None:
-    """`python -m sasrec.deploy MODEL_URI DIR [--name N] [--port P]`."""
+    """`python -m sasrec.serving.deploy MODEL_URI DIR [--name N] [--port P]`."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model_uri", help="e.g. models:/sasrec-games@champion")
     parser.add_argument("out_dir", type=Path)

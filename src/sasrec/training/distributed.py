@@ -91,13 +91,13 @@ def relaunch_with_torchrun(num_processes: int, module_args: list[str]) -> None:
     """Run `python -m <module_args>` as `num_processes` torchrun workers on this node.
 
     SIGTERM is passed on to torchrun, which passes it to the workers: they save their
-    place (see `sasrec.preemption`) and this process then raises `Preempted` too.
+    place (see `sasrec.training.preemption`) and this process then raises `Preempted` too.
 
     Raises:
         subprocess.CalledProcessError: when a worker fails (its log is above).
         Preempted: when SIGTERM stopped the workers.
     """
-    from sasrec.preemption import Preempted, StopRequests
+    from sasrec.training.preemption import Preempted, StopRequests
 
     command = [
         sys.executable,

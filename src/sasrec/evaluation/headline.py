@@ -7,7 +7,7 @@ sampled figure beside it, the winner of a sweep and the promotion decision.
 import json
 from typing import Any
 
-from sasrec.sweep import trained, winner
+from sasrec.registry.sweep import trained, winner
 
 SCORERS = {"SASRec": "", "transition": "baseline_transition_", "popularity": "baseline_popularity_"}
 COLUMNS = ["", "NDCG@10", "HR@10", "sampled NDCG@10"]

@@ -8,7 +8,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import polars as pl
 
-from sasrec.headline import COLUMNS, promotion_line, scorer_rows, sweep_line
+from sasrec.evaluation.headline import COLUMNS, promotion_line, scorer_rows, sweep_line
 from sasrec.metrics import KS
 from sasrec.pages import figure_html, html_page, table_html
 

@@ -1,0 +1,1 @@
+"""Evaluation: metrics against baselines, breakdowns, the report, the evaluate step."""

@@ -1,0 +1,1 @@
+"""The MLflow model registry side: sweeps, champion/challenger promotion and its lease."""

@@ -1,0 +1,1 @@
+"""Training: the loop, its objectives, checkpoints, processes and preemption, the train step."""
