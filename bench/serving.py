@@ -32,12 +32,12 @@ import requests
 import torch
 
 from machine import describe_machine
-from sasrec import tracking
 from sasrec.config import HParams
 from sasrec.data import schema
 from sasrec.model import SASRec
 from sasrec.model_dir import save_model_dir
 from sasrec.serving.deploy import prepare_mlserver
+from sasrec.serving.logged_model import log_recommender_model
 from sasrec.training.train import model_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,7 +151,7 @@ def main() -> None:
     item_ids = synthetic_model_dir(work / "model", args.items)
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
     with mlflow.start_run():
-        model_uri = tracking.log_recommender_model(work / "model")
+        model_uri = log_recommender_model(work / "model")
     process, url = start_server(args.server, model_uri, work, args.port, args.workers, args.threads)
     setup = (
         f"mlflow models serve, {args.workers} workers"

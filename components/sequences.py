@@ -11,7 +11,6 @@ def sequences(
     interactions: Input[Dataset],
     kcore: int,
     split: str,
-    max_len: int,
     sequences: Output[Dataset],
     sequence_stats: Output[Metrics],
     report: Output[HTML],
@@ -22,8 +21,6 @@ def sequences(
         interactions: Output of the download component.
         kcore: Minimum interactions per user and item; 0 disables the filter.
         split: leave_one_out, or timestamp (the Amazon Reviews 2023 benchmark's cut points).
-        max_len: Deprecated and ignored: histories are kept whole (the model's max_len
-            hparam limits what it reads).
         sequences: Directory of Parquet files and stats.json.
         sequence_stats: The numbers in stats.json.
         report: Sequence lengths and item popularity, plotted.
@@ -36,9 +33,8 @@ def sequences(
 
     with exit_on_error("sequences"):
         stats = sequences_step(
-            os.path.join(interactions.path, "interactions.parquet"), sequences.path, kcore,
-            split, max_len,
-        )  # fmt: skip
+            os.path.join(interactions.path, "interactions.parquet"), sequences.path, kcore, split
+        )
     for name, value in stats.items():
         if isinstance(value, int | float):  # metrics are numbers; the split name is not
             sequence_stats.log_metric(name, value)

@@ -48,7 +48,6 @@ def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphC
         with_item_titles: bool = False,
         kcore: int = 5,
         split: str = "leave_one_out",
-        sequence_max_len: int = 0,
         hparams: dict = {},  # noqa: B006 - KFP takes parameter defaults as literals
         hparams_grid: list = [],  # noqa: B006
         gpu_count: int = 1,
@@ -82,8 +81,6 @@ def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphC
             with_item_titles: Fetch the category's item metadata for titles in the reports.
             kcore: Minimum interactions per user and item; 0 disables the filter.
             split: leave_one_out, or timestamp (the Amazon Reviews 2023 benchmark's cut points).
-            sequence_max_len: Deprecated and ignored: histories are kept whole; the hparam
-                max_len limits what the model reads.
             hparams: Hyperparameter overrides, e.g. {"max_epochs": 50}.
             hparams_grid: A sweep: one trial per override object over hparams, e.g.
                 [{"hidden_size": 64}, {"hidden_size": 128}]; the trial with the best validation
@@ -133,7 +130,6 @@ def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphC
             interactions=download_task.outputs["interactions"],
             kcore=kcore,
             split=split,
-            max_len=sequence_max_len,
         )
         sequences_task.set_display_name("Build sequences").set_caching_options(True)
         pod.run_locked_down(sequences_task, sequences_cpu, sequences_memory, pod.SEQUENCES.scratch)

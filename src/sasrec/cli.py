@@ -102,13 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sequences.add_argument("--out", required=True, type=Path, help="output directory")
     _add_split_args(sequences)
-    sequences.add_argument(
-        "--max-len",
-        type=int,
-        default=0,
-        help="deprecated, ignored: histories are kept whole (they are also the items never "
-        "recommended back); the model's max_len hparam limits what it reads",
-    )
+    # Removed (histories are kept whole); a one-line error for scripts that still pass it.
+    sequences.add_argument("--max-len", type=int, default=None, help=argparse.SUPPRESS)
 
     train = _command(
         commands, "train", "train SASRec, tracked in MLflow",
@@ -245,7 +240,13 @@ def dispatch(args: argparse.Namespace) -> object:
             args.source, args.out, args.amazon_base_url, args.cache_dir, args.with_metadata
         )
     if args.command == "sequences":
-        return sequences_step(args.interactions, args.out, args.kcore, args.split, args.max_len)
+        if args.max_len is not None:
+            raise SASRecError(
+                "--max-len was removed: histories are kept whole, since they are also the "
+                "items never recommended back; the model reads the last max_len items "
+                """(--hparams '{"max_len": 50}' for `sasrec train`)"""
+            )
+        return sequences_step(args.interactions, args.out, args.kcore, args.split)
     if args.command == "train":
         from sasrec.training.step import train_step
 

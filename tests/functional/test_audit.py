@@ -55,7 +55,7 @@ def test_recommendations_exclude_every_known_item_and_reach_every_user(tmp_path)
     ]  # fmt: skip
     interactions = write_interactions(rows, tmp_path / "raw" / "interactions.parquet")
     # --max-len 2 used to cut histories, so u3's C, D and E were "unseen": no more.
-    sequences_step(interactions, tmp_path / "seq", kcore=0, split="timestamp", max_len=2)
+    sequences_step(interactions, tmp_path / "seq", kcore=0, split="timestamp")
     hparams = parse_hparams(HPARAMS | {"max_len": 2, "max_epochs": 1, "num_negatives": 2})
     train_sasrec(tmp_path / "seq", tmp_path / "model", hparams)
     summary = recommend_step(tmp_path / "model", tmp_path / "seq", tmp_path / "recs", k=100)

@@ -255,7 +255,7 @@ def test_components_fail_as_the_cli_does(work, capsys):
     with pytest.raises(SystemExit) as exit_info:
         sequences_component.python_func(
             interactions=artifact(Dataset, work / "model"),
-            kcore=0, split="leave_one_out", max_len=0,
+            kcore=0, split="leave_one_out",
             sequences=artifact(Dataset, work / "new_output"),
             sequence_stats=artifact(Metrics, work / "stats.json"),
             report=artifact(Artifact, work / "report.html"),

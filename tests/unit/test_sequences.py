@@ -4,6 +4,7 @@ import re
 import polars as pl
 import pytest
 
+from sasrec.cli import main
 from sasrec.data import schema
 from sasrec.data.sequences import (
     OFFICIAL_T1_MS,
@@ -128,13 +129,18 @@ def test_timestamp_split_boundaries_and_carried_histories():
     assert test.rows() == [("ana", [1, 2, 3, 4], 5), ("ana", [1, 2, 3, 4, 5], 6), ("ben", [5], 7)]
 
 
-def test_max_len_no_longer_cuts_histories_the_seen_items(tmp_path, caplog):
+def test_histories_are_kept_whole_and_the_removed_max_len_flag_is_one_line(tmp_path, capsys):
     # Before: --max-len 2 cut histories to 2 items, and the items before the cut could be
     # ranked or recommended as new. Histories are now kept whole; the model cuts its input.
     rows = [("u", f"i{n}", n) for n in range(1, 8)] + [("v", f"i{n}", n) for n in range(7, 0, -1)]
     interactions(rows).write_parquet(tmp_path / "in.parquet")
-    build_sequences(tmp_path / "in.parquet", tmp_path / "seq", kcore=0, max_len=2)
-    assert "max_len 2 is ignored" in caplog.text
+    args = ["sequences", "--interactions", str(tmp_path / "in.parquet"), "--kcore", "0"]
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--out", str(tmp_path / "cut"), "--max-len", "2"])
+    assert exited.value.code == 2
+    assert "--max-len was removed" in capsys.readouterr().err
+    assert not (tmp_path / "cut").exists()
+    build_sequences(tmp_path / "in.parquet", tmp_path / "seq", kcore=0)
     test = pl.read_parquet(tmp_path / "seq" / "test.parquet").sort("user_id")
     assert test["history"].list.len().to_list() == [6, 6]
     train = pl.read_parquet(tmp_path / "seq" / "train.parquet")

@@ -214,7 +214,6 @@ def build_sequences(
     out_dir: str | Path,
     kcore: int = 5,
     split: str = "leave_one_out",
-    max_len: int = 0,
 ) -> dict[str, Any]:
     """Build the sequence files from an interactions Parquet file.
 
@@ -229,9 +228,6 @@ def build_sequences(
         split: `leave_one_out` (each user's last item tests, the one before validates) or
             `timestamp` (the Amazon Reviews 2023 benchmark's cut points). Interactions that
             come labelled (an official split) keep their labels instead, with no filter.
-        max_len: Deprecated and ignored: histories are kept whole, as they are also the
-            items a user has seen (never recommended back). The model's `max_len` hparam
-            cuts what it reads.
 
     Returns:
         The stats written to `stats.json`.
@@ -243,15 +239,7 @@ def build_sequences(
         raise SASRecError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
     if kcore < 0:
         raise SASRecError(f"kcore must be 0 (no filter) or more, got {kcore}")
-    if max_len < 0:
-        raise SASRecError(f"max_len must be 0 or positive (and is ignored), got {max_len}")
     require_output_dir(out_dir, schema.SEQUENCES_STEP)
-    if max_len:
-        log.warning(
-            "max_len %d is ignored: histories are kept whole, since they are also the items "
-            "never recommended back; the model's max_len hparam cuts what it reads",
-            max_len,
-        )
     raw = scan_interactions(interactions_path)
     counts = raw.select(pl.len(), pl.col(schema.SPLIT).count())
     num_raw, num_labelled = collect_interactions(counts, interactions_path).row(0)

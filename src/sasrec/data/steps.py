@@ -44,7 +44,6 @@ def sequences_step(
     out_dir: str | Path,
     kcore: int = 5,
     split: str = "leave_one_out",
-    max_len: int = 0,
 ) -> dict[str, Any]:
     """Build the sequence files and stats.json in `out_dir` (see `build_sequences`)."""
-    return build_sequences(interactions_path, out_dir, kcore, split, max_len)
+    return build_sequences(interactions_path, out_dir, kcore, split)

@@ -149,6 +149,7 @@ def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training"
     a rerun after an MLflow outage finds the finished training in it and only completes
     the logging, sending each metric once.
     """
+    from sasrec.serving.logged_model import log_recommender_model
     from sasrec.training.preemption import Preempted
     from sasrec.training.train import train_and_save
 
@@ -197,7 +198,7 @@ def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training"
         })  # fmt: skip
         tracking.log_artifacts(job.model_dir, "model_dir")
         if tracking.logged_model_uri(run_id) is None:
-            tracking.log_recommender_model(job.model_dir, job.registered_model_name)
+            log_recommender_model(job.model_dir, job.registered_model_name)
         elif job.registered_model_name:
             tracking.register_run_model(job.tracking_uri, job.registered_model_name, run_id)
     _remove_checkpoint(job.checkpoint_dir)
