@@ -22,6 +22,7 @@ from components.sequences import sequences
 from components.sweep import plan_trials, select_trial
 from components.train import train
 from pipelines import pod
+from sasrec.config import DEFAULT_PROMOTION_METRIC
 
 PIPELINE_NAME = "sasrec"
 SWEEP_PARALLELISM_ENV = "SWEEP_PARALLELISM"
@@ -60,7 +61,7 @@ def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphC
         mlflow_secret: str = pod.MLFLOW_SECRET,
         storage_secret: str = pod.STORAGE_SECRET,
         registered_model_name: str = "",
-        promotion_metric: str = "ndcg@10",
+        promotion_metric: str = DEFAULT_PROMOTION_METRIC,
         write_recommendations: bool = True,
         recommendations_k: int = 10,
         download_cpu: str = pod.DOWNLOAD.cpu,

@@ -6,6 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
+from sasrec.config import DEFAULT_PROMOTION_METRIC
 from sasrec.data.download import CACHE_DIR_ENV
 from sasrec.data.sequences import SPLITS
 from sasrec.data.sources import AMAZON_2023_BASE_URL_ENV, DEFAULT_SOURCE
@@ -203,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--promotion-metric",
-        default="ndcg@10",
+        default=DEFAULT_PROMOTION_METRIC,
         help="test metric that decides the promotion (a tie keeps the champion)",
     )
     run.add_argument(

@@ -9,6 +9,7 @@ from typing import Any
 
 from sasrec.errors import SASRecError
 
+DEFAULT_PROMOTION_METRIC = "ndcg@10"  # the test metric that decides promotion
 LOSSES = ("bce", "sampled_softmax", "ce", "gbce")  # see sasrec.training.losses
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")

@@ -35,6 +35,7 @@ from sasrec.data.sources import (
     resolve_source_files,
 )
 from sasrec.errors import SASRecError
+from sasrec.filenames import TRAINING_FILE
 from sasrec.io import (
     atomic_dir,
     atomic_path,
@@ -386,7 +387,7 @@ def quiet_summary(output_dir: Path) -> str:
 
     output_dir = output_dir.resolve()
     promotion_file = output_dir / "evaluation" / PROMOTION_FILE
-    training = read_json(output_dir / "model" / "training.json")
+    training = read_json(output_dir / "model" / TRAINING_FILE)
     places = {
         "report": str(output_dir / "evaluation" / REPORT_FILE),
         "model": str(output_dir / "model"),

@@ -13,10 +13,10 @@ import torch
 
 from sasrec.data import schema
 from sasrec.errors import SASRecError
+from sasrec.filenames import CONFIG_FILE, POPULAR_FILE, TRAINING_FILE, WEIGHTS_FILE
 from sasrec.io import atomic_dir, read_json, require_complete, write_json
 from sasrec.model import PAD, SASRec, load_sasrec
 
-TRAINING_FILE = "training.json"
 NUM_POPULAR = 1000  # most popular items kept: the most a history of unknown items gets
 
 
@@ -91,14 +91,3 @@ def load_model_dir(model_dir: str | Path, device: torch.device) -> SASRec:
 def read_training_info(model_dir: str | Path) -> dict[str, Any]:
     """The training.json of a model artifact."""
     return read_json(Path(model_dir) / TRAINING_FILE)
-
-
-# Files of a model directory, named here for `sasrec.model_dir` too (it imports polars,
-# which serving environments need not have).
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.pt"
-
-
-ITEM_VOCAB_FILE, ITEM_TITLES_FILE = "item_vocab.parquet", "item_titles.parquet"
-
-
-POPULAR_FILE = "popular_items.json"

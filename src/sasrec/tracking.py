@@ -17,6 +17,7 @@ from typing import Any
 import tenacity
 
 from sasrec.errors import SASRecError, ServiceUnavailable, one_line
+from sasrec.filenames import MODEL_DIR_ARTIFACT
 from sasrec.storage import login, redact
 
 log = logging.getLogger(__name__)
@@ -523,13 +524,13 @@ def download_model_dir(tracking_uri: str | None, name: str, version: str, dst: P
         flavor = Model.load(local).flavors.get("python_function", {})
     except (MlflowException, OSError):  # not an MLflow model at all
         flavor = {}
-    if path := flavor.get("artifacts", {}).get("model_dir", {}).get("path"):
+    if path := flavor.get("artifacts", {}).get(MODEL_DIR_ARTIFACT, {}).get("path"):
         return local / path
     run_id = client.get_model_version(name, version).run_id
-    if run_id and any(a.path == "model_dir" for a in client.list_artifacts(run_id)):
+    if run_id and any(a.path == MODEL_DIR_ARTIFACT for a in client.list_artifacts(run_id)):
         return Path(
             mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path="model_dir", dst_path=str(dst / "run")
+                run_id=run_id, artifact_path=MODEL_DIR_ARTIFACT, dst_path=str(dst / "run")
             )
         )
     raise SASRecError(

@@ -2,6 +2,21 @@
 
 import polars as pl
 
+from sasrec.filenames import (  # noqa: F401 - readers and writers name files through schema
+    BREAKDOWNS_FILE,
+    INTERACTIONS_FILE,
+    ITEM_TITLES_FILE,
+    ITEM_VOCAB_FILE,
+    METRICS_FILE,
+    PROMOTION_FILE,
+    RECOMMENDATIONS_FILE,
+    REPORT_FILE,
+    STATS_FILE,
+    TEST_FILE,
+    TRAIN_FILE,
+    VALID_FILE,
+)
+
 USER_ID = "user_id"
 ITEM_ID = "item_id"
 TIMESTAMP = "timestamp"
@@ -32,17 +47,6 @@ ITEM_VOCAB_SCHEMA = pl.Schema({ITEM_INDEX: pl.Int32, ITEM_ID: pl.String})
 TRAIN_SCHEMA = pl.Schema({USER_ID: pl.String, ITEM_SEQUENCE: pl.List(pl.Int32)})
 HELD_OUT_SCHEMA = pl.Schema({USER_ID: pl.String, HISTORY: pl.List(pl.Int32), TARGET: pl.Int32})
 
-TRAIN_FILE = "train.parquet"
-VALID_FILE = "valid.parquet"
-TEST_FILE = "test.parquet"
-ITEM_VOCAB_FILE = "item_vocab.parquet"
-ITEM_TITLES_FILE = "item_titles.parquet"
-STATS_FILE = "stats.json"
-INTERACTIONS_FILE = "interactions.parquet"
-METRICS_FILE = "metrics.json"
-REPORT_FILE = "report.html"
-BREAKDOWNS_FILE = "breakdowns.csv"
-RECOMMENDATIONS_FILE = "recommendations.parquet"
 
 # The steps whose output folders say so in their `_SASREC_STEP` file (see sasrec.io).
 SEQUENCES_STEP = "sequences"
@@ -50,4 +54,3 @@ TRAIN_STEP = "train"
 EVALUATE_STEP = "evaluate"
 RECOMMEND_STEP = "recommend"
 PROMOTE_STEP = "promote"
-PROMOTION_FILE = "promotion.json"  # the promote step's decision (see sasrec.registry.promotion)

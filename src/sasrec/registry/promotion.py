@@ -29,7 +29,6 @@ from sasrec.scoring import item_popularity, rank_held_out, user_items
 log = logging.getLogger(__name__)
 
 CHAMPION_ALIAS = "champion"
-DEFAULT_METRIC = "ndcg@10"  # on the test users, full catalogue
 
 
 @dataclass(frozen=True)

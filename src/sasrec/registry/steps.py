@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sasrec import tracking
+from sasrec.config import DEFAULT_PROMOTION_METRIC
 from sasrec.data import schema
 from sasrec.errors import SASRecError
 from sasrec.io import read_json, require_complete, require_output_dir
@@ -27,7 +28,7 @@ def plan_trials_step(
     tracking_uri: str | None = None,
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     run_name: str | None = None,
-    promotion_metric: str = "ndcg@10",
+    promotion_metric: str = DEFAULT_PROMOTION_METRIC,
     pipeline_run_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """The trials of a sweep (see `sweep.plan_trials`), each with its MLflow parent run.
@@ -146,7 +147,7 @@ def promote_step(
     sequences_dir: str | Path,
     out_dir: str | Path,
     registered_model_name: str | None,
-    metric: str = "ndcg@10",
+    metric: str = DEFAULT_PROMOTION_METRIC,
     tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Register the model; give it the `champion` alias if it beats the champion on `metric`.

@@ -6,6 +6,7 @@ MLflow is imported inside the function, as everywhere in the library.
 from pathlib import Path
 
 import sasrec
+from sasrec.filenames import MODEL_DIR_ARTIFACT
 from sasrec.serving.recommender import DEFAULT_K, HISTORY, Recommender
 
 
@@ -50,7 +51,7 @@ def log_recommender_model(model_dir: Path, registered_model_name: str | None = N
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(package_dir / "serving" / "pyfunc.py"),
-        artifacts={"model_dir": str(model_dir)},
+        artifacts={MODEL_DIR_ARTIFACT: str(model_dir)},
         code_paths=[str(package_dir)],
         signature=signature,
         input_example=(example, {"k": DEFAULT_K}),

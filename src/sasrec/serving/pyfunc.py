@@ -15,9 +15,9 @@ from mlflow.models import set_model
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
+from sasrec.filenames import MODEL_DIR_ARTIFACT
 from sasrec.serving.recommender import DEFAULT_K, BadRequest, Recommender, histories_from, request_k
 
-MODEL_DIR_ARTIFACT = "model_dir"
 try:  # KServe's MLflow runtime (MLServer) answers its own errors with 400, any other with 500
     from mlserver.errors import InferenceError as ServerBadRequest
 except ImportError:

@@ -17,15 +17,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from sasrec.metrics import top_k
-from sasrec.model import PAD, SASRec, exclude_items, load_sasrec, users_per_batch
-from sasrec.model_dir import (
+from sasrec.filenames import (
     CONFIG_FILE,
     ITEM_TITLES_FILE,
     ITEM_VOCAB_FILE,
     POPULAR_FILE,
     WEIGHTS_FILE,
 )
+from sasrec.metrics import top_k
+from sasrec.model import PAD, SASRec, exclude_items, load_sasrec, users_per_batch
 
 DEFAULT_K = 10
 HISTORY = "history"  # the request column: original item ids, oldest first

@@ -15,6 +15,7 @@ from sasrec import storage, tracking
 from sasrec.config import HParams
 from sasrec.data import schema
 from sasrec.errors import SASRecError, ServiceUnavailable, one_line
+from sasrec.filenames import MODEL_DIR_ARTIFACT, TRAINING_FILE
 from sasrec.inputs import SequenceFiles, read_sequences
 from sasrec.io import read_json, require_output_dir
 from sasrec.storage import redact
@@ -129,7 +130,7 @@ def train_step(
     if num_processes > 1 and not distributed.launched_by_torchrun():
         args = ["sasrec.cli", "train", *train_cli_args(job)]
         distributed.relaunch_with_torchrun(num_processes, args)
-        return read_json(job.model_dir / "training.json")
+        return read_json(job.model_dir / TRAINING_FILE)
     with distributed.process_group(resolve_device(hparams.device)):
         from sasrec.training.train import start_training_on, train_and_save
 
@@ -196,7 +197,7 @@ def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training"
             "data_fingerprint": summary["data_fingerprint"],
             tracking.GIT_COMMIT_TAG: code_version["git_commit"],
         })  # fmt: skip
-        tracking.log_artifacts(job.model_dir, "model_dir")
+        tracking.log_artifacts(job.model_dir, MODEL_DIR_ARTIFACT)
         if tracking.logged_model_uri(run_id) is None:
             log_recommender_model(job.model_dir, job.registered_model_name)
         elif job.registered_model_name:
