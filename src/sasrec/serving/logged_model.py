@@ -1,4 +1,4 @@
-"""The registered model's logging: the model directory as the pyfunc of `sasrec.serving.pyfunc`.
+"""Logging the registered model: the model directory as the pyfunc of `serving_model.py`.
 
 MLflow is imported inside the function, as everywhere in the library.
 """
@@ -11,9 +11,9 @@ from sasrec.serving.recommender import DEFAULT_K, HISTORY, Recommender
 
 
 def log_recommender_model(model_dir: Path, registered_model_name: str | None = None) -> str:
-    """Log the model directory as the pyfunc of `sasrec.serving.pyfunc`; returns its model URI.
+    """Log the model directory as the pyfunc of `sasrec.serving.serving_model`; returns its URI.
 
-    The pyfunc answers in original item ids (see `sasrec.serving.pyfunc`). It is logged from
+    The pyfunc answers in original item ids (see `sasrec.serving.serving_model`). It is logged from
     code, with the `sasrec` package as its code and the model directory as its one
     artifact: loading it unpickles nothing. Requirements are pinned to this environment's
     versions instead of being inferred (which loads the model once more in a subprocess).
@@ -50,7 +50,7 @@ def log_recommender_model(model_dir: Path, registered_model_name: str | None = N
     example = pd.DataFrame({HISTORY: [recommender.item_ids[1:4]]})  # three known items
     info = mlflow.pyfunc.log_model(
         name="model",
-        python_model=str(package_dir / "serving" / "pyfunc.py"),
+        python_model=str(package_dir / "serving" / "serving_model.py"),
         artifacts={MODEL_DIR_ARTIFACT: str(model_dir)},
         code_paths=[str(package_dir)],
         signature=signature,

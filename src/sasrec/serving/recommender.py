@@ -1,6 +1,6 @@
 """Recommendations in original item ids, as `sasrec recommend --history` and the servers give them.
 
-One `Recommender` answers the CLI, the MLflow pyfunc (`sasrec.serving.pyfunc`, served by
+One `Recommender` answers the CLI, the MLflow pyfunc (`sasrec.serving.serving_model`, served by
 `mlflow models serve` and by KServe's MLflow runtime, MLServer) and the serving benchmark,
 so all of them answer alike. It needs only torch, numpy and pyarrow, which every MLflow
 serving environment has: neither polars nor this package need be installed where a
