@@ -7,6 +7,7 @@ Memory request and limit are equal, so a pod is not evicted for using what it as
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from kfp import dsl, kubernetes
 
@@ -42,6 +43,11 @@ class StepResources:
     memory: str
     scratch: str
 
+    @property
+    def resources(self) -> tuple[str, str, str]:
+        """(cpu, memory, scratch), as `set_up` takes them."""
+        return self.cpu, self.memory, self.scratch
+
 
 # Measured peak RSS at full Video_Games scale (4.6M reviews, 2-core CPU, docs/benchmarks.md):
 # download 0.42 GB, sequences 1.30 GB (5-core), evaluation 2.08 GiB (94.8K x 25.6K), CPU
@@ -52,6 +58,38 @@ TRAIN = StepResources(cpu="8", memory="16Gi", scratch="10Gi")
 EVALUATE = StepResources(cpu="4", memory="8Gi", scratch="5Gi")
 # Planning trials and selecting the winner: MLflow calls and a copy of one model folder.
 SMALL = StepResources(cpu="1", memory="2Gi", scratch="2Gi")
+
+
+def set_up(
+    task: dsl.PipelineTask,
+    display_name: str,
+    resources: tuple[Any, Any, str],
+    cache: bool | None = False,
+    mlflow_secret: Any = None,
+    storage_secret: Any = None,
+) -> dsl.PipelineTask:
+    """Every task's pod in one call: its name, caching, resources, /tmp and the secrets it reads.
+
+    Args:
+        task: The task.
+        display_name: Its name in the KFP UI.
+        resources: (cpu, memory, scratch): request = limit, and the size of its /tmp.
+        cache: Whether KFP may reuse an earlier output; None leaves KFP's default.
+        mlflow_secret: The Kubernetes secret with MLflow credentials, for tasks that track.
+        storage_secret: The one with object-store credentials, for tasks that read or write it.
+
+    Returns:
+        The task.
+    """
+    task.set_display_name(display_name)
+    if cache is not None:
+        task.set_caching_options(cache)
+    run_locked_down(task, *resources)
+    if storage_secret is not None:
+        use_storage_secret(task, storage_secret)
+    if mlflow_secret is not None:
+        use_mlflow_secret(task, mlflow_secret)
+    return task
 
 
 def run_locked_down(task: dsl.PipelineTask, cpu: str, memory: str, scratch: str) -> None:

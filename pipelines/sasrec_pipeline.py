@@ -120,112 +120,95 @@ def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphC
             evaluate_cpu: CPU request and limit of the evaluate task.
             evaluate_memory: Memory request and limit of the evaluate task.
         """
-        download_task = download(
+        # Stage 1, data: cached, so that the same source and settings are read once.
+        fetched = download(
             source=source, amazon_base_url=amazon_base_url, with_metadata=with_item_titles
         )
-        download_task.set_display_name("Download reviews").set_caching_options(True)
-        pod.run_locked_down(download_task, download_cpu, download_memory, pod.DOWNLOAD.scratch)
-        pod.use_storage_secret(download_task, storage_secret)
+        download_task = pod.set_up(
+            fetched, "Download reviews", (download_cpu, download_memory, pod.DOWNLOAD.scratch),
+            cache=True, storage_secret=storage_secret,
+        )  # fmt: skip
+        sequences_task = pod.set_up(
+            sequences(interactions=download_task.outputs["interactions"], kcore=kcore, split=split),
+            "Build sequences", (sequences_cpu, sequences_memory, pod.SEQUENCES.scratch), cache=True,
+        )  # fmt: skip
+        sequence_files = sequences_task.outputs["sequences"]
 
-        sequences_task = sequences(
-            interactions=download_task.outputs["interactions"],
-            kcore=kcore,
-            split=split,
-        )
-        sequences_task.set_display_name("Build sequences").set_caching_options(True)
-        pod.run_locked_down(sequences_task, sequences_cpu, sequences_memory, pod.SEQUENCES.scratch)
-
-        trials_task = plan_trials(
-            hparams=hparams,
-            hparams_grid=hparams_grid,
-            mlflow_tracking_uri=mlflow_tracking_uri,
-            mlflow_experiment=mlflow_experiment,
-            mlflow_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-            promotion_metric=promotion_metric,
-            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        )
-        trials_task.set_display_name("Plan trials").set_caching_options(False)
-        pod.run_locked_down(trials_task, pod.SMALL.cpu, pod.SMALL.memory, pod.SMALL.scratch)
-        pod.use_mlflow_secret(trials_task, mlflow_secret)
-
-        with dsl.ParallelFor(trials_task.output, parallelism=sweep_parallelism) as trial:
-            train_task = train(
-                sequences=sequences_task.outputs["sequences"],
-                hparams=trial.hparams,
-                mlflow_tracking_uri=mlflow_tracking_uri,
-                mlflow_experiment=mlflow_experiment,
+        # Stage 2, training: one task per trial of the sweep, the best on validation selected.
+        # Not cached: a rerun is asked for to train again (the model is logged to MLflow).
+        tracked = {"mlflow_tracking_uri": mlflow_tracking_uri}
+        trials_task = pod.set_up(
+            plan_trials(
+                hparams=hparams, hparams_grid=hparams_grid, mlflow_experiment=mlflow_experiment,
                 mlflow_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                num_processes=gpu_count,
-                checkpoint_root=checkpoint_root,
-                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                trial=trial.trial,
-                parent_run_id=trial.parent_run_id,
-            )
-            # Not cached: a rerun is asked for to train again (the model is logged to MLflow).
-            train_task.set_display_name("Train SASRec").set_caching_options(False)
+                promotion_metric=promotion_metric, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                **tracked,
+            ),
+            "Plan trials", pod.SMALL.resources, mlflow_secret=mlflow_secret,
+        )  # fmt: skip
+        with dsl.ParallelFor(trials_task.output, parallelism=sweep_parallelism) as trial:
+            train_task = pod.set_up(
+                train(
+                    sequences=sequence_files, hparams=trial.hparams,
+                    mlflow_experiment=mlflow_experiment,
+                    mlflow_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, num_processes=gpu_count,
+                    checkpoint_root=checkpoint_root,
+                    pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, trial=trial.trial,
+                    parent_run_id=trial.parent_run_id, **tracked,
+                ),
+                "Train SASRec", (train_cpu, train_memory, pod.TRAIN.scratch),
+                mlflow_secret=mlflow_secret, storage_secret=storage_secret,
+            )  # fmt: skip
             # A retried pod resumes from checkpoint_root, in the same MLflow run.
             train_task.set_retry(**pod.TRAIN_RETRY)
             train_task.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
-            pod.run_locked_down(train_task, train_cpu, train_memory, pod.TRAIN.scratch)
             pod.mount_shared_memory(train_task)
             kubernetes.add_node_selector_json(train_task, train_node_selector)
             kubernetes.add_toleration_json(train_task, train_tolerations)
-            pod.use_storage_secret(train_task, storage_secret)
-            pod.use_mlflow_secret(train_task, mlflow_secret)
-
-        select_task = select_trial(
-            models=dsl.Collected(train_task.outputs["model"]),
-            mlflow_tracking_uri=mlflow_tracking_uri,
+        select_task = pod.set_up(
+            select_trial(models=dsl.Collected(train_task.outputs["model"]), **tracked),
+            "Select the best trial",
+            pod.SMALL.resources,
+            mlflow_secret=mlflow_secret,
         )
-        select_task.set_display_name("Select the best trial").set_caching_options(False)
-        pod.run_locked_down(select_task, pod.SMALL.cpu, pod.SMALL.memory, pod.SMALL.scratch)
-        pod.use_mlflow_secret(select_task, mlflow_secret)
         best_model = select_task.outputs["model"]
 
-        promote_task = promote(
-            model=best_model,
-            sequences=sequences_task.outputs["sequences"],
-            registered_model_name=registered_model_name,
-            promotion_metric=promotion_metric,
-            mlflow_tracking_uri=mlflow_tracking_uri,
-        )
-        promote_task.set_display_name("Register and promote").set_caching_options(False)
-        pod.run_locked_down(promote_task, evaluate_cpu, evaluate_memory, pod.EVALUATE.scratch)
-        pod.use_storage_secret(promote_task, storage_secret)
-        pod.use_mlflow_secret(promote_task, mlflow_secret)
-
-        evaluate_task = evaluate(
-            model=best_model,
-            sequences=sequences_task.outputs["sequences"],
-            promotion=promote_task.outputs["promotion"],
-            mlflow_tracking_uri=mlflow_tracking_uri,
-        )
-        evaluate_task.set_display_name("Evaluate").set_caching_options(False)
-        pod.run_locked_down(evaluate_task, evaluate_cpu, evaluate_memory, pod.EVALUATE.scratch)
-        pod.use_storage_secret(evaluate_task, storage_secret)
-        pod.use_mlflow_secret(evaluate_task, mlflow_secret)
-
+        # Stage 3, the model's verdict: registered and promoted, evaluated, recommendations.
+        scoring = (evaluate_cpu, evaluate_memory, pod.EVALUATE.scratch)
+        secrets = {"mlflow_secret": mlflow_secret, "storage_secret": storage_secret}
+        promote_task = pod.set_up(
+            promote(
+                model=best_model, sequences=sequence_files,
+                registered_model_name=registered_model_name, promotion_metric=promotion_metric,
+                **tracked,
+            ),
+            "Register and promote", scoring, **secrets,
+        )  # fmt: skip
+        evaluate_task = pod.set_up(
+            evaluate(
+                model=best_model, sequences=sequence_files,
+                promotion=promote_task.outputs["promotion"], **tracked,
+            ),
+            "Evaluate", scoring, **secrets,
+        )  # fmt: skip
         with dsl.If(write_recommendations == True):  # noqa: E712 - a KFP condition, not Python
-            recommend_task = recommend(
-                model=best_model,
-                sequences=sequences_task.outputs["sequences"],
-                k=recommendations_k,
+            pod.set_up(
+                recommend(model=best_model, sequences=sequence_files, k=recommendations_k),
+                "Recommend for every user",
+                scoring,
+                cache=None,
             )
-            recommend_task.set_display_name("Recommend for every user")
-            pod.run_locked_down(recommend_task, evaluate_cpu, evaluate_memory,
-                                pod.EVALUATE.scratch)  # fmt: skip
 
         # Runs however the steps before it end (an exit task; pipeline outputs cannot come from
         # inside a dsl.ExitHandler): it closes the MLflow runs that a failure left RUNNING.
-        close_task = close_runs(
-            mlflow_tracking_uri=mlflow_tracking_uri,
-            mlflow_experiment=mlflow_experiment,
-            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        )
+        close_task = pod.set_up(
+            close_runs(
+                mlflow_experiment=mlflow_experiment,
+                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **tracked,
+            ),
+            "Close MLflow runs", pod.SMALL.resources, mlflow_secret=mlflow_secret,
+        )  # fmt: skip
         close_task.after(evaluate_task).ignore_upstream_failure()
-        close_task.set_display_name("Close MLflow runs").set_caching_options(False)
-        pod.run_locked_down(close_task, pod.SMALL.cpu, pod.SMALL.memory, pod.SMALL.scratch)
-        pod.use_mlflow_secret(close_task, mlflow_secret)
 
         return PipelineOutputs(model=best_model, evaluation=evaluate_task.outputs["evaluation"])
 
