@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def dispatch(args: argparse.Namespace) -> object:
     """Run the chosen subcommand; returns what it produced."""
-    from sasrec.config import parse_hparams
+    from sasrec.config import parse_hparams, read_overrides
     from sasrec.data.steps import download_step, sequences_step
 
     if args.command == "download":
@@ -284,7 +284,7 @@ def dispatch(args: argparse.Namespace) -> object:
         "promotion_metric": args.promotion_metric,
     }
     return run_pipeline_locally(
-        args.source, args.output_dir, parse_hparams(args.hparams), pipeline_args,
+        args.source, args.output_dir, read_overrides(args.hparams), pipeline_args,
         args.amazon_base_url, args.runner, args.param, args.sweep_parallelism, args.verbose,
     )  # fmt: skip
 

@@ -104,6 +104,34 @@ def _require(ok: bool, name: str, value: Any, allowed: str) -> None:
         raise SASRecError(f"hparam {name}={value!r} is out of range; allowed: {allowed}")
 
 
+def read_overrides(text: str | None) -> dict[str, Any]:
+    """The hparams overrides of a JSON object given as text ("" or None: none).
+
+    Hyperparameters cross every process boundary (a pipeline parameter, a torchrun worker's
+    command line) in this form, and become an `HParams` once in each process.
+
+    Raises:
+        SASRecError: on invalid JSON, or JSON that is not an object.
+    """
+    try:
+        overrides = json.loads(text) if text and text.strip() else {}
+    except json.JSONDecodeError as err:
+        raise SASRecError(f"--hparams is not valid JSON ({err}): {text!r}") from err
+    if not isinstance(overrides, dict):
+        raise SASRecError(f"--hparams must be a JSON object, got {overrides!r}")
+    return overrides
+
+
+def overrides_of(hparams: HParams) -> dict[str, Any]:
+    """The fields of `hparams` that differ from the defaults: what `parse_hparams` takes back."""
+    defaults = HParams()
+    return {
+        field.name: getattr(hparams, field.name)
+        for field in dataclasses.fields(HParams)
+        if getattr(hparams, field.name) != getattr(defaults, field.name)
+    }
+
+
 def parse_hparams(overrides: str | dict[str, Any] | None) -> HParams:
     """Build HParams from a JSON object (string or dict) of overrides.
 
@@ -114,10 +142,7 @@ def parse_hparams(overrides: str | dict[str, Any] | None) -> HParams:
         SASRecError: on invalid JSON, unknown keys, wrong types or out-of-range values.
     """
     if isinstance(overrides, str):
-        try:
-            overrides = json.loads(overrides) if overrides.strip() else {}
-        except json.JSONDecodeError as err:
-            raise SASRecError(f"--hparams is not valid JSON ({err}): {overrides!r}") from err
+        overrides = read_overrides(overrides)
     overrides = overrides or {}
     if not isinstance(overrides, dict):
         raise SASRecError(f"--hparams must be a JSON object, got {overrides!r}")

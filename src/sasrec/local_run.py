@@ -2,7 +2,6 @@
 
 import collections
 import contextlib
-import dataclasses
 import io
 import logging
 import os
@@ -20,7 +19,6 @@ from urllib.parse import unquote
 import requests
 import yaml
 
-from sasrec.config import HParams
 from sasrec.data.schema import (
     EVALUATE_STEP,
     METRICS_FILE,
@@ -75,7 +73,7 @@ PARAMETERS_WITH_FLAGS = {  # pipeline parameter -> how `sasrec run` sets it
 def run_pipeline_locally(
     source: str,
     output_dir: str | Path,
-    hparams: HParams,
+    hparams: dict[str, Any],
     pipeline_args: dict[str, Any] | None = None,
     amazon_base_url: str | None = None,
     runner: str = "subprocess",
@@ -85,7 +83,9 @@ def run_pipeline_locally(
 ) -> dict[str, Any]:
     """Compile the pipeline, run it with one of `kfp.local`'s runners, collect its outputs.
 
-    `pipeline_args` sets other pipeline parameters (`kcore`, `split`, ...) by name;
+    `hparams` are the user's overrides (a JSON object's dict), passed on as they are: every
+    trial of the sweep is checked with them before any task runs. `pipeline_args` sets other
+    pipeline parameters (`kcore`, `split`, ...) by name;
     `gpu_count` is 0 unless given (a local run trains on CUDA when it has it, else on the CPU).
 
     `subprocess`: each task runs in a subprocess of this Python. `docker`: each task runs in
@@ -118,7 +118,9 @@ def run_pipeline_locally(
     output_dir = require_dir_path(output_dir).resolve()
     for name, step in OUTPUT_FOLDERS.items():  # fail before any task runs
         require_output_dir(output_dir / name, step)
-    plan_trials(dataclasses.asdict(hparams), (pipeline_args or {}).get("hparams_grid", []))
+    # KFP parameters cannot hold None: a field left to the data (None) is left out.
+    hparams = {name: value for name, value in hparams.items() if value is not None}
+    plan_trials(hparams, (pipeline_args or {}).get("hparams_grid", []))  # every trial checked
     for file in resolve_source_files(source, amazon_base_url):
         if not is_remote(file.location):
             detect_format(file.location, Path(file.location))
@@ -146,8 +148,7 @@ def run_pipeline_locally(
             run = pipeline(
                 source=source,
                 amazon_base_url=amazon_2023_base_url(amazon_base_url),
-                # KFP parameters cannot hold None: a field left to the data is left out.
-                hparams={k: v for k, v in dataclasses.asdict(hparams).items() if v is not None},
+                hparams=hparams,
                 mlflow_tracking_uri=tracking_uri,
                 **(LOCAL_PIPELINE_ARGS | (pipeline_args or {}) | extra_args),
             )

@@ -61,6 +61,40 @@ def amazon_2023_base_url(override: str | None = None) -> str:
     return base_url.rstrip("/")
 
 
+@dataclass(frozen=True)
+class Amazon2023Source:
+    """An `amazon2023:<Category>[:<subset>[/<split>]]` source, its parts checked."""
+
+    category: str
+    subset: str = ""  # "": the raw reviews
+    split: str = ""  # with a subset: "" or rating_only for the rating-only file, or a split
+
+
+def parse_amazon_2023(source: str) -> Amazon2023Source | None:
+    """The parts of an `amazon2023:` source; None for a URL or a path.
+
+    Raises:
+        SASRecError: for an unknown category, subset or split.
+    """
+    if not source.startswith(AMAZON_2023_PREFIX):
+        return None
+    category, _, benchmark = source.removeprefix(AMAZON_2023_PREFIX).partition(":")
+    if category not in AMAZON_2023_CATEGORIES:
+        raise SASRecError(
+            f"unknown Amazon Reviews 2023 category {category!r} in --source {source!r}; "
+            f"valid categories: {', '.join(AMAZON_2023_CATEGORIES)}"
+        )
+    subset, _, split = benchmark.partition("/")
+    splits = (RATING_ONLY, *BENCHMARK_SPLITS)
+    if benchmark and (subset not in BENCHMARK_SUBSETS or (split and split not in splits)):
+        raise SASRecError(
+            f"unknown benchmark {benchmark!r} in --source {source!r}; expected <subset> or "
+            f"<subset>/<split> with subset in {', '.join(BENCHMARK_SUBSETS)} and split in "
+            f"{', '.join(splits)}, e.g. {AMAZON_2023_PREFIX}{category}:5core/last_out"
+        )
+    return Amazon2023Source(category, subset, split)
+
+
 def resolve_source_files(source: str, amazon_base_url: str | None = None) -> list[SourceFile]:
     """The files of a `--source` value: URLs or local paths, checked before any download.
 
@@ -73,27 +107,14 @@ def resolve_source_files(source: str, amazon_base_url: str | None = None) -> lis
     Raises:
         SASRecError: for an unknown category, subset or split, or a missing local path.
     """
-    if not source.startswith(AMAZON_2023_PREFIX):
+    amazon = parse_amazon_2023(source)
+    if amazon is None:
         return [SourceFile(resolve_source(source))]
-    category, _, benchmark = source.removeprefix(AMAZON_2023_PREFIX).partition(":")
-    if category not in AMAZON_2023_CATEGORIES:
-        raise SASRecError(
-            f"unknown Amazon Reviews 2023 category {category!r} in --source {source!r}; "
-            f"valid categories: {', '.join(AMAZON_2023_CATEGORIES)}"
-        )
-    base_url = amazon_2023_base_url(amazon_base_url)
-    if not benchmark:
+    base_url, category = amazon_2023_base_url(amazon_base_url), amazon.category
+    if not amazon.subset:
         return [SourceFile(f"{base_url}/raw/review_categories/{category}.jsonl.gz")]
-    subset, _, split = benchmark.partition("/")
-    splits = (RATING_ONLY, *BENCHMARK_SPLITS)
-    if subset not in BENCHMARK_SUBSETS or (split and split not in splits):
-        raise SASRecError(
-            f"unknown benchmark {benchmark!r} in --source {source!r}; expected <subset> or "
-            f"<subset>/<split> with subset in {', '.join(BENCHMARK_SUBSETS)} and split in "
-            f"{', '.join(splits)}, e.g. {AMAZON_2023_PREFIX}{category}:5core/last_out"
-        )
-    folder = f"{base_url}/benchmark/{subset}/{split or RATING_ONLY}"
-    if split in ("", RATING_ONLY):
+    folder = f"{base_url}/benchmark/{amazon.subset}/{amazon.split or RATING_ONLY}"
+    if amazon.split in ("", RATING_ONLY):
         return [SourceFile(f"{folder}/{category}.csv.gz")]
     return [SourceFile(f"{folder}/{category}.{part}.csv.gz", part) for part in SPLIT_PARTS]
 

@@ -13,7 +13,12 @@ import pyarrow.parquet as pq
 
 from sasrec.data import schema
 from sasrec.data.readers import line_batches, prefetched
-from sasrec.data.sources import AMAZON_2023_PREFIX, SourceFile, amazon_2023_base_url
+from sasrec.data.sources import (
+    AMAZON_2023_PREFIX,
+    SourceFile,
+    amazon_2023_base_url,
+    parse_amazon_2023,
+)
 from sasrec.errors import SASRecError
 from sasrec.io import atomic_path
 
@@ -27,14 +32,14 @@ def metadata_file(source: str, amazon_base_url: str | None = None) -> SourceFile
     Raises:
         SASRecError: for other sources, which have no known metadata file.
     """
-    if not source.startswith(AMAZON_2023_PREFIX):
+    amazon = parse_amazon_2023(source)
+    if amazon is None:
         raise SASRecError(
             f"item titles come from the Amazon Reviews 2023 metadata: --with-metadata needs "
             f"an {AMAZON_2023_PREFIX}<Category> source, not {source!r}"
         )
-    category = source.removeprefix(AMAZON_2023_PREFIX).partition(":")[0]
     base_url = amazon_2023_base_url(amazon_base_url)
-    return SourceFile(f"{base_url}/raw/meta_categories/meta_{category}.jsonl.gz")
+    return SourceFile(f"{base_url}/raw/meta_categories/meta_{amazon.category}.jsonl.gz")
 
 
 def convert_item_titles(path: Path, out_path: Path) -> int:

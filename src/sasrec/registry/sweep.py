@@ -44,6 +44,8 @@ def plan_trials(hparams: dict[str, Any], grid: Any) -> list[dict[str, Any]]:
         try:
             parse_hparams(trial)
         except SASRecError as err:
+            if not grid:
+                raise  # the user's --hparams alone: its own message
             raise SASRecError(f"hparams_grid trial {number} ({json.dumps(trial)}): {err}") from err
     return [{"trial": number, "hparams": trial} for number, trial in enumerate(trials)]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sasrec import storage, tracking
-from sasrec.config import HParams
+from sasrec.config import HParams, overrides_of
 from sasrec.data import schema
 from sasrec.errors import SASRecError, ServiceUnavailable, one_line
 from sasrec.filenames import MODEL_DIR_ARTIFACT, TRAINING_FILE
@@ -229,7 +229,7 @@ def _resumable_run(tracking_uri: str | None, run_file: str | Path) -> str | None
 def train_cli_args(job: TrainJob) -> list[str]:
     """The `sasrec train` arguments that run this same job in each torchrun worker."""
     args = ["--sequences", str(job.sequences_dir), "--out", str(job.model_dir)]
-    args += ["--hparams", json.dumps(dataclasses.asdict(job.hparams))]
+    args += ["--hparams", json.dumps(overrides_of(job.hparams))]
     args += ["--experiment", job.experiment, "--checkpoint-dir", str(job.checkpoint_dir)]
     for flag, value in (
         ("--tracking-uri", job.tracking_uri),
