@@ -74,7 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sasrec", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_download_command(commands)
+    _add_sequences_command(commands)
+    _add_train_command(commands)
+    _add_evaluate_command(commands)
+    _add_recommend_command(commands)
+    _add_run_command(commands)
+    return parser
 
+
+def _add_download_command(commands: argparse._SubParsersAction) -> None:
+    """`sasrec download` and its flags."""
     download = _command(
         commands, "download", "fetch reviews into a cache and convert them",
         "OUT/interactions.parquet (and OUT/item_titles.parquet with --with-metadata)",
@@ -94,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also fetch the category's item metadata: titles for reports (amazon2023 only)",
     )
 
+
+def _add_sequences_command(commands: argparse._SubParsersAction) -> None:
+    """`sasrec sequences` and its flags."""
     sequences = _command(
         commands, "sequences", "build per-user chronological sequences, item ids and splits",
         "OUT/{train,valid,test,item_vocab}.parquet, stats.json and report.html",
@@ -106,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Removed (histories are kept whole); a one-line error for scripts that still pass it.
     sequences.add_argument("--max-len", type=int, default=None, help=argparse.SUPPRESS)
 
+
+def _add_train_command(commands: argparse._SubParsersAction) -> None:
+    """`sasrec train` and its flags."""
     train = _command(
         commands, "train", "train SASRec, tracked in MLflow",
         "the model directory OUT (model.pt, config.json, item_vocab.parquet, training.json) and "
@@ -147,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--trial", type=int, default=None, help=argparse.SUPPRESS)
     train.add_argument("--pipeline-run-id", default=None, help=argparse.SUPPRESS)
 
+
+def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
+    """`sasrec evaluate` and its flags."""
     evaluate = _command(
         commands, "evaluate", "rank each held-out item against the whole catalogue and 100 "
         "sampled items, for the model and two baselines",
@@ -162,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="rank history items too (default: they are excluded from the full-catalogue rank)",
     )
 
+
+def _add_recommend_command(commands: argparse._SubParsersAction) -> None:
+    """`sasrec recommend` and its flags."""
     recommend = _command(
         commands, "recommend", "top-K unseen items for one history, or for every user",
         "JSON to stdout (--history) or OUT/recommendations.parquet (--sequences)",
@@ -177,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recommend.add_argument("-k", type=int, default=10, help="items to recommend per user")
 
+
+def _add_run_command(commands: argparse._SubParsersAction) -> None:
+    """`sasrec run` and its flags."""
     run = _command(
         commands, "run", "run the whole KFP pipeline locally (KFP's local runner)",
         "OUTPUT_DIR/model/, evaluation/ (report.html), metrics.json, recommendations.parquet "
@@ -228,7 +253,6 @@ def build_parser() -> argparse.ArgumentParser:
         "numbers, bools, dicts; text otherwise), e.g. recommendations_k=20; repeatable "
         "(default: none, the pipeline's defaults)",
     )
-    return parser
 
 
 def dispatch(args: argparse.Namespace) -> object:

@@ -106,7 +106,7 @@ def run_pipeline_locally(
     Returns:
         The evaluation metrics.
     """
-    from kfp import components, local
+    from kfp import components
 
     from pipelines.compile import compile_pipeline
     from pipelines.submit import pipeline_parameters
@@ -116,29 +116,16 @@ def run_pipeline_locally(
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
 
     output_dir = require_dir_path(output_dir).resolve()
-    for name, step in OUTPUT_FOLDERS.items():  # fail before any task runs
-        require_output_dir(output_dir / name, step)
     # KFP parameters cannot hold None: a field left to the data (None) is left out.
     hparams = {name: value for name, value in hparams.items() if value is not None}
-    plan_trials(hparams, (pipeline_args or {}).get("hparams_grid", []))  # every trial checked
-    for file in resolve_source_files(source, amazon_base_url):
-        if not is_remote(file.location):
-            detect_format(file.location, Path(file.location))
+    _check_before_any_task(output_dir, source, amazon_base_url, hparams, pipeline_args or {})
     with tempfile.TemporaryDirectory() as scratch:  # nothing is written before the checks
         compiled = compile_pipeline(Path(scratch) / "sasrec_pipeline.yaml", sweep_parallelism)
         extra_args = _parameter_arguments(params or [], pipeline_parameters(compiled))
         output_dir.mkdir(parents=True, exist_ok=True)
         pipeline_yaml = Path(shutil.copy(compiled, output_dir / compiled.name))
     pipeline = components.load_component_from_file(str(_without_retries(pipeline_yaml)))
-    pipeline_root = output_dir / "pipeline_root"
-    pipeline_root.mkdir(parents=True, exist_ok=True)
-    tracking_uri = _credentials_to_environment(
-        _server_tracking_uri() if runner == "docker" else resolve_tracking_uri()
-    )
-    if runner == "docker":
-        local.init(runner=_docker_runner(pipeline_root), pipeline_root=str(pipeline_root))
-    else:
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    pipeline_root, tracking_uri = _start_local_runner(output_dir, runner)
     if not is_remote(source) and Path(source).exists():
         source = _task_visible_path(Path(source).resolve(), pipeline_root, runner)
     log_file = output_dir / RUN_LOG
@@ -153,12 +140,59 @@ def run_pipeline_locally(
                 **(LOCAL_PIPELINE_ARGS | (pipeline_args or {}) | extra_args),
             )
     except RuntimeError as err:  # kfp.local raises it when a task fails
-        why = (
-            "its log above says why"
-            if verbose
-            else f"its last lines above say why (the whole log: {log_file})"
-        )
+        why = "its log above says why" if verbose else (
+            f"its last lines above say why (the whole log: {log_file})"
+        )  # fmt: skip
         raise SASRecError(_failure_message(str(err), why)) from err
+    return _collect_outputs(run, output_dir)
+
+
+def _start_local_runner(output_dir: Path, runner: str) -> tuple[Path, str]:
+    """Set up kfp.local's runner over `output_dir/pipeline_root`; (that root, tracking URI).
+
+    The tracking URI handed to the tasks carries no credentials: they move to the
+    environment, as a Kubernetes secret would give them.
+    """
+    from kfp import local
+
+    pipeline_root = output_dir / "pipeline_root"
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    tracking_uri = _credentials_to_environment(
+        _server_tracking_uri() if runner == "docker" else resolve_tracking_uri()
+    )
+    if runner == "docker":
+        local.init(runner=_docker_runner(pipeline_root), pipeline_root=str(pipeline_root))
+    else:
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    return pipeline_root, tracking_uri
+
+
+def _check_before_any_task(
+    output_dir: Path,
+    source: str,
+    amazon_base_url: str | None,
+    hparams: dict[str, Any],
+    pipeline_args: dict[str, Any],
+) -> None:
+    """Refuse, before any task runs, outputs that may not be written and inputs that are bad.
+
+    Raises:
+        SASRecError: naming the output folder, the trial's hparams or the source file.
+    """
+    for name, step in OUTPUT_FOLDERS.items():
+        require_output_dir(output_dir / name, step)
+    plan_trials(hparams, pipeline_args.get("hparams_grid", []))  # every trial checked
+    for file in resolve_source_files(source, amazon_base_url):
+        if not is_remote(file.location):
+            detect_format(file.location, Path(file.location))
+
+
+def _collect_outputs(run: Any, output_dir: Path) -> dict[str, Any]:
+    """Copy a finished run's model, evaluation and recommendations to `output_dir`.
+
+    Returns:
+        The evaluation metrics.
+    """
     for name, step in OUTPUT_FOLDERS.items():
         with atomic_dir(output_dir / name, step) as tmp:
             shutil.copytree(run.outputs[name].path, tmp, dirs_exist_ok=True)

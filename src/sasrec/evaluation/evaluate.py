@@ -16,12 +16,13 @@ from sasrec.data import schema
 from sasrec.data.sequences import known_sequences
 from sasrec.data.titles import item_labels
 from sasrec.evaluation.report import Example, render_report
-from sasrec.inputs import read_sequences, require_same_catalogue
+from sasrec.inputs import SequenceFiles, read_sequences, require_same_catalogue
 from sasrec.registry.sweep import read_trials
 from sasrec.scoring import (
     NUM_SAMPLED_NEGATIVES,
     SAMPLING_SEED,
     TOP_K,
+    HeldOutRanks,
     Scorer,
     item_popularity,
     rank_held_out,
@@ -142,7 +143,7 @@ def evaluate_model(
     from sasrec.device import resolve_device
     from sasrec.evaluation.baselines import PopularityScorer, TransitionScorer
     from sasrec.io import atomic_dir, require_output_dir, write_json
-    from sasrec.model_dir import load_model_dir, read_training_info
+    from sasrec.model_dir import load_model_dir
 
     require_output_dir(out_dir, schema.EVALUATE_STEP)
     sequences = read_sequences(sequences_dir)
@@ -157,25 +158,9 @@ def evaluate_model(
         "transition": TransitionScorer(train, popularity),
         "popularity": PopularityScorer(popularity),
     }
-    known = known_sequences(train, valid, test)
-    test_user_items, valid_user_items = user_items(test, known), user_items(valid, known)
-    args = {"num_items": num_items, "max_len": max_len, "exclude_history": exclude_history}
-    test_ranks = {
-        name: rank_held_out(
-            scorer,
-            test,
-            popularity=popularity if name == "sasrec" else None,
-            num_sampled=NUM_SAMPLED_NEGATIVES if name == "sasrec" else 0,
-            device=torch_device,
-            seen=test_user_items,
-            **args,
-        )
-        for name, scorer in scorers.items()
-    }
-    valid_ranks = rank_held_out(
-        model, valid, popularity=popularity, device=torch_device, seen=valid_user_items,
-        **args,
-    )  # fmt: skip
+    test_ranks, valid_ranks = _rank_test_and_valid(
+        scorers, sequences, popularity, max_len, torch_device, exclude_history
+    )
     scorer_metrics = {
         name: ranks.metrics() | beyond_accuracy(ranks.top_items, popularity, num_items)
         for name, ranks in test_ranks.items()
@@ -191,15 +176,7 @@ def evaluate_model(
         ["<pad>", *sequences.item_vocab[schema.ITEM_ID]],
         sequences.directory / schema.ITEM_TITLES_FILE,
     )
-    training = read_training_info(model_dir)
-    context = {
-        "users evaluated (test)": test.height,
-        "items": num_items,
-        "history items excluded from rankings": exclude_history,
-        "loss": training["hparams"]["loss"],
-        "epochs run (best)": f"{training['epochs_run']} ({training['best_epoch']})",
-        **{f"data {k}": v for k, v in sequences.stats.items()},
-    }
+    context = _report_context(model_dir, sequences, num_items, exclude_history)
     page = render_report(
         metrics, scorer_metrics, by_bucket,
         example_users(test, test_ranks["sasrec"].top_items, item_ids), context,
@@ -218,3 +195,55 @@ def evaluate_model(
         metrics["baseline_popularity_ndcg@10"],
     )
     return metrics
+
+
+def _rank_test_and_valid(
+    scorers: dict[str, Scorer],
+    sequences: SequenceFiles,
+    popularity: torch.Tensor,
+    max_len: int,
+    device: torch.device,
+    exclude_history: bool,
+) -> tuple[dict[str, HeldOutRanks], HeldOutRanks]:
+    """Every scorer's ranks of the test users, and the model's of the validation users.
+
+    Only the model is also ranked under the sampled protocols.
+    """
+    train, valid, test = sequences.train, sequences.valid, sequences.test
+    known = known_sequences(train, valid, test)
+    args = {
+        "num_items": len(popularity) - 1, "max_len": max_len, "exclude_history": exclude_history,
+        "device": device,
+    }  # fmt: skip
+    test_ranks = {
+        name: rank_held_out(
+            scorer,
+            test,
+            popularity=popularity if name == "sasrec" else None,
+            num_sampled=NUM_SAMPLED_NEGATIVES if name == "sasrec" else 0,
+            seen=user_items(test, known),
+            **args,
+        )
+        for name, scorer in scorers.items()
+    }
+    valid_ranks = rank_held_out(
+        scorers["sasrec"], valid, popularity=popularity, seen=user_items(valid, known), **args
+    )
+    return test_ranks, valid_ranks
+
+
+def _report_context(
+    model_dir: str | Path, sequences: SequenceFiles, num_items: int, exclude_history: bool
+) -> dict[str, Any]:
+    """The data and training facts the report shows last."""
+    from sasrec.model_dir import read_training_info
+
+    training = read_training_info(model_dir)
+    return {
+        "users evaluated (test)": sequences.test.height,
+        "items": num_items,
+        "history items excluded from rankings": exclude_history,
+        "loss": training["hparams"]["loss"],
+        "epochs run (best)": f"{training['epochs_run']} ({training['best_epoch']})",
+        **{f"data {k}": v for k, v in sequences.stats.items()},
+    }

@@ -89,6 +89,81 @@ def render_report(
         trials: A sweep's trials table (`sweep.trials_table`); None without a sweep.
         promotion: The promote step's decision; None without one.
     """
+    breakdown_parts = {
+        title: breakdowns.filter(pl.col("breakdown") == name)
+        for name, title in (
+            ("history_length", "NDCG@10 by the user's history length"),
+            ("target_popularity", "NDCG@10 by the held-out item's training count"),
+        )
+    }
+    sections = [
+        *_headline_section(metrics, scorer_metrics, trials, promotion),
+        figure_html(metric_at_k_plot(scorer_metrics), "metrics at K"),
+        *(
+            figure_html(breakdown_plot(part, title), title)
+            for title, part in breakdown_parts.items()
+        ),
+        *_trials_section(trials),
+        *_details_section(metrics, scorer_metrics, breakdown_parts, examples, context),
+    ]
+    return html_page("SASRec evaluation report", sections)
+
+
+def _headline_section(
+    metrics: dict[str, float],
+    scorer_metrics: dict[str, dict[str, float]],
+    trials: list[dict[str, Any]] | None,
+    promotion: dict[str, Any] | None,
+) -> list[str]:
+    """The answer first: one sentence, the headline table, the sweep and promotion lines."""
+    model = scorer_metrics["sasrec"]
+    lead = (
+        f"SASRec finds the held-out item in its top 10 for {metrics['hit@10']:.1%} of "
+        f"{int(metrics['num_test_users']):,} test users (NDCG@10 {metrics['ndcg@10']:.4f}): "
+        f"{lift(model['ndcg@10'], scorer_metrics['transition']['ndcg@10'])} against the "
+        f"transition baseline, {lift(model['ndcg@10'], scorer_metrics['popularity']['ndcg@10'])}"
+        " against popularity."
+    )
+    notes = [
+        f"<p><b>{label}:</b> {html.escape(line)}</p>"
+        for label, line in (("Sweep", sweep_line(trials)), ("Promotion", promotion_line(promotion)))
+        if line
+    ]
+    return [
+        "<h1>SASRec evaluation report</h1>",
+        '<section class="headline">',
+        f'<p class="lead">{html.escape(lead)}</p>',
+        table_html(COLUMNS, scorer_rows(metrics)),
+        '<p class="note">Test users, full catalogue, history excluded; sampled: among 100 '
+        "random items the user never had, as in the paper (it overstates quality).</p>",
+        *notes,
+        "</section>",
+    ]
+
+
+def _trials_section(trials: list[dict[str, Any]] | None) -> list[str]:
+    """A sweep's trials, failed ones with their cause; nothing without a sweep."""
+    if not trials:
+        return []
+    return [
+        "<h2>Sweep trials (chosen on validation NDCG@10)</h2>",
+        table_html(
+            ["trial", "hparams", "val ndcg@10", "val hit@10", "best epoch", "MLflow run",
+             "failed"],
+            [[t["trial"], json.dumps(t["hparams"]), t["val_ndcg@10"], t["val_hit@10"],
+              t["best_epoch"], t["mlflow_run_id"], t.get("error", "")] for t in trials],
+        ),
+    ]  # fmt: skip
+
+
+def _details_section(
+    metrics: dict[str, float],
+    scorer_metrics: dict[str, dict[str, float]],
+    breakdown_parts: dict[str, pl.DataFrame],
+    examples: list[Example],
+    context: dict[str, Any],
+) -> list[str]:
+    """Every table behind the headline and the plots, then examples and the run's facts."""
     model = scorer_metrics["sasrec"]
     headline_rows = [
         [scorer, *(scorer_metrics[scorer][m] for m in (*HEADLINE, *BEYOND_ACCURACY))]
@@ -116,51 +191,7 @@ def render_report(
         ]
         for e in examples
     ]
-    lead = (
-        f"SASRec finds the held-out item in its top 10 for {metrics['hit@10']:.1%} of "
-        f"{int(metrics['num_test_users']):,} test users (NDCG@10 {metrics['ndcg@10']:.4f}): "
-        f"{lift(model['ndcg@10'], scorer_metrics['transition']['ndcg@10'])} against the "
-        f"transition baseline, {lift(model['ndcg@10'], scorer_metrics['popularity']['ndcg@10'])}"
-        " against popularity."
-    )
-    notes = [
-        f"<p><b>{label}:</b> {html.escape(line)}</p>"
-        for label, line in (("Sweep", sweep_line(trials)), ("Promotion", promotion_line(promotion)))
-        if line
-    ]
-    breakdown_parts = {
-        title: breakdowns.filter(pl.col("breakdown") == name)
-        for name, title in (
-            ("history_length", "NDCG@10 by the user's history length"),
-            ("target_popularity", "NDCG@10 by the held-out item's training count"),
-        )
-    }
     sections = [
-        "<h1>SASRec evaluation report</h1>",
-        '<section class="headline">',
-        f'<p class="lead">{html.escape(lead)}</p>',
-        table_html(COLUMNS, scorer_rows(metrics)),
-        '<p class="note">Test users, full catalogue, history excluded; sampled: among 100 '
-        "random items the user never had, as in the paper (it overstates quality).</p>",
-        *notes,
-        "</section>",
-        figure_html(metric_at_k_plot(scorer_metrics), "metrics at K"),
-        *(
-            figure_html(breakdown_plot(part, title), title)
-            for title, part in breakdown_parts.items()
-        ),
-    ]
-    if trials:
-        sections += [
-            "<h2>Sweep trials (chosen on validation NDCG@10)</h2>",
-            table_html(
-                ["trial", "hparams", "val ndcg@10", "val hit@10", "best epoch", "MLflow run",
-                 "failed"],
-                [[t["trial"], json.dumps(t["hparams"]), t["val_ndcg@10"], t["val_hit@10"],
-                  t["best_epoch"], t["mlflow_run_id"], t.get("error", "")] for t in trials],
-            ),
-        ]  # fmt: skip
-    sections += [
         "<h2>Details</h2>",
         "<h3>Model against baselines, with beyond-accuracy figures</h3>",
         table_html(["scorer", *HEADLINE, "coverage@10", "mean popularity@10"], headline_rows),
@@ -174,7 +205,8 @@ def render_report(
     for title, part in breakdown_parts.items():
         sections += [f"<h3>{html.escape(title)}</h3>",
                      table_html(part.columns, [list(row) for row in part.rows()])]  # fmt: skip
-    sections += [
+    return [
+        *sections,
         "<h3>Example test users</h3>",
         "<p>Most recent history items, the held-out item, and SASRec's top 10 "
         "(the held-out item in &lt;&lt; &gt;&gt; when it was found).</p>",
@@ -182,4 +214,3 @@ def render_report(
         "<h3>Data and training</h3>",
         table_html(["fact", "value"], [[k, v] for k, v in context.items()]),
     ]
-    return html_page("SASRec evaluation report", sections)

@@ -150,7 +150,6 @@ def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training"
     a rerun after an MLflow outage finds the finished training in it and only completes
     the logging, sending each metric once.
     """
-    from sasrec.serving.logged_model import log_recommender_model
     from sasrec.training.preemption import Preempted
     from sasrec.training.train import train_and_save
 
@@ -192,18 +191,29 @@ def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training"
             epoch_metrics.abandon()  # what is not sent is in the checkpoint
             raise
         epoch_metrics.close()
-        tracking.log_metrics_once({k: v for k, v in summary.items() if isinstance(v, float)})
-        tracking.set_tags({
-            "data_fingerprint": summary["data_fingerprint"],
-            tracking.GIT_COMMIT_TAG: code_version["git_commit"],
-        })  # fmt: skip
-        tracking.log_artifacts(job.model_dir, MODEL_DIR_ARTIFACT)
-        if tracking.logged_model_uri(run_id) is None:
-            log_recommender_model(job.model_dir, job.registered_model_name)
-        elif job.registered_model_name:
-            tracking.register_run_model(job.tracking_uri, job.registered_model_name, run_id)
+        _log_the_trained_model(job, run_id, summary, code_version["git_commit"])
     _remove_checkpoint(job.checkpoint_dir)
     return summary | lineage
+
+
+def _log_the_trained_model(
+    job: TrainJob, run_id: str, summary: dict[str, Any], git_commit: str
+) -> None:
+    """The run's summary metrics, tags, model directory and serving model, each once.
+
+    A rerun after an outage finds what an earlier attempt logged and adds only the rest.
+    """
+    from sasrec.serving.logged_model import log_recommender_model
+
+    tracking.log_metrics_once({k: v for k, v in summary.items() if isinstance(v, float)})
+    tracking.set_tags(
+        {"data_fingerprint": summary["data_fingerprint"], tracking.GIT_COMMIT_TAG: git_commit}
+    )
+    tracking.log_artifacts(job.model_dir, MODEL_DIR_ARTIFACT)
+    if tracking.logged_model_uri(run_id) is None:
+        log_recommender_model(job.model_dir, job.registered_model_name)
+    elif job.registered_model_name:
+        tracking.register_run_model(job.tracking_uri, job.registered_model_name, run_id)
 
 
 def _remove_checkpoint(checkpoint_dir: str | Path) -> None:

@@ -111,7 +111,7 @@ def train_epoch(
         EpochInterrupted: when `stop_requested` says so, with the progress to resume from.
     """
     device = sequences.device
-    rank, world = distributed.rank_and_world()
+    world = distributed.rank_and_world()[1]
     plan_state = resume_from.plan_state if resume_from else generator.get_state()
     generator.set_state(plan_state)
     batches = length_bucketed_batches(lengths, hparams.batch_size, generator)
@@ -123,21 +123,11 @@ def train_epoch(
         total_loss += resume_from.loss_sum  # float32 -> float -> float32 is exact
     use_bf16 = device.type == "cuda"
     for index in range(first_batch, len(batches)):
-        rows = batches[index]
-        width = int(lengths[rows].max())
-        batch = sequences[rows.to(device), -width:]  # (B, W) trimmed to the longest
-        inputs, positives = batch[:, :-1], batch[:, 1:]
-        negatives = sample_negatives(
-            hparams.loss, hparams.num_negatives, positives.shape, num_items, generator
-        )
-        if world > 1:
-            if len(rows) < world:
-                continue  # every process needs a row
-            inputs, positives = inputs[rank::world], positives[rank::world]
-            if negatives.dim() == 3:
-                negatives = negatives[rank::world]
+        batch = _process_share(sequences, lengths, batches[index], hparams, generator, num_items)
+        if batch is None:
+            continue  # every process needs a row
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = trainer(inputs, positives, negatives.to(device))
+            loss = trainer(*batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -154,6 +144,36 @@ def train_epoch(
             )
             raise EpochInterrupted(progress)
     return distributed.mean_over_processes(total_loss / max(num_batches, 1))
+
+
+def _process_share(
+    sequences: torch.Tensor,
+    lengths: torch.Tensor,
+    rows: torch.Tensor,
+    hparams: HParams,
+    generator: torch.Generator,
+    num_items: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """This process's (inputs, positives, negatives) of a batch; None when it gets no row.
+
+    The negatives are drawn for the whole batch in every process, a skipped batch too, so
+    that all processes' generators stay in step.
+    """
+    rank, world = distributed.rank_and_world()
+    device = sequences.device
+    width = int(lengths[rows].max())
+    batch = sequences[rows.to(device), -width:]  # (B, W) trimmed to the longest
+    inputs, positives = batch[:, :-1], batch[:, 1:]
+    negatives = sample_negatives(
+        hparams.loss, hparams.num_negatives, positives.shape, num_items, generator
+    )
+    if world > 1:
+        if len(rows) < world:
+            return None
+        inputs, positives = inputs[rank::world], positives[rank::world]
+        if negatives.dim() == 3:
+            negatives = negatives[rank::world]
+    return inputs, positives, negatives.to(device)
 
 
 def training_tensors(train: pl.DataFrame, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -527,15 +547,9 @@ def fit(training: Training, after_epoch: EpochHook = _after_no_epoch) -> dict[st
         for epoch in progress:
             if best.evals_without_gain >= hparams.patience:
                 break  # a resumed run that had already stopped early
-            metrics = _train_one_epoch(training, epoch, stop_requested)
-            if epoch % hparams.eval_every == 0 or epoch == hparams.max_epochs:
-                metrics |= validate(state.evaluated_model, training.valid)
-                best.update(state.evaluated_model, metrics, epoch)
-            state.epoch, state.epoch_metrics = epoch, metrics
-            state.history.append(
-                {"epoch": epoch, "timestamp_ms": int(time.time() * 1000), "metrics": metrics}
+            metrics = _close_epoch(
+                training, epoch, _train_one_epoch(training, epoch, stop_requested)
             )
-            _save_checkpoint(training)
             if is_main:
                 after_epoch(epoch, metrics, state.evaluated_model)
             progress.set_postfix(
@@ -556,6 +570,20 @@ def fit(training: Training, after_epoch: EpochHook = _after_no_epoch) -> dict[st
         "train_seconds": time.perf_counter() - start,
         "data_fingerprint": training.fingerprint,
     }
+
+
+def _close_epoch(training: Training, epoch: int, metrics: dict[str, float]) -> dict[str, float]:
+    """Validate when due, keep the best weights, record the epoch, checkpoint; its metrics."""
+    state, hparams = training.state, training.hparams
+    if epoch % hparams.eval_every == 0 or epoch == hparams.max_epochs:
+        metrics |= validate(state.evaluated_model, training.valid)
+        state.best.update(state.evaluated_model, metrics, epoch)
+    state.epoch, state.epoch_metrics = epoch, metrics
+    state.history.append(
+        {"epoch": epoch, "timestamp_ms": int(time.time() * 1000), "metrics": metrics}
+    )
+    _save_checkpoint(training)
+    return metrics
 
 
 def _train_one_epoch(
