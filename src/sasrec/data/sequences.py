@@ -258,22 +258,7 @@ def build_sequences(
         )
     item_vocab = build_item_vocab(interactions)
     sequences = user_sequences(interactions, item_vocab)
-    if split == "published":
-        train, valid, test = labelled_split(sequences)
-    elif split == "timestamp":
-        train, valid, test = timestamp_split(sequences)
-    else:
-        train, valid, test = leave_one_out(sequences)
-    if test.is_empty() or valid.is_empty():
-        needed = (
-            "interactions on both sides of the cut points"
-            if split == "timestamp"
-            else "the 3 interactions needed to hold out a validation and a test item"
-        )
-        raise SASRecError(
-            f"no user in {interactions_path} has {needed} after the {kcore}-core filter; "
-            "use a lower --kcore, another --split, or more data"
-        )
+    train, valid, test = _split_sequences(sequences, split, kcore, interactions_path)
     stats = {
         "kcore": kcore,
         "split": split,
@@ -295,6 +280,33 @@ def build_sequences(
             ).sink_parquet(tmp / schema.ITEM_TITLES_FILE)
     log.info("sequences: %s", stats)
     return stats
+
+
+def _split_sequences(
+    sequences: pl.DataFrame, split: str, kcore: int, interactions_path: str | Path
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(train, valid, test) by `split` ("published": the labels the interactions came with).
+
+    Raises:
+        SASRecError: when no user has a validation and a test example.
+    """
+    if split == "published":
+        train, valid, test = labelled_split(sequences)
+    elif split == "timestamp":
+        train, valid, test = timestamp_split(sequences)
+    else:
+        train, valid, test = leave_one_out(sequences)
+    if test.is_empty() or valid.is_empty():
+        needed = (
+            "interactions on both sides of the cut points"
+            if split == "timestamp"
+            else "the 3 interactions needed to hold out a validation and a test item"
+        )
+        raise SASRecError(
+            f"no user in {interactions_path} has {needed} after the {kcore}-core filter; "
+            "use a lower --kcore, another --split, or more data"
+        )
+    return train, valid, test
 
 
 QUANTILES = (0.5, 0.9, 0.99)
