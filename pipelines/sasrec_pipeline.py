@@ -37,7 +37,11 @@ class PipelineOutputs(NamedTuple):
 
 
 def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphComponent:
-    """The pipeline, with at most `sweep_parallelism` trials training at once (0: no limit)."""
+    """The pipeline, with at most `sweep_parallelism` trials training at once (0: no limit).
+
+    Long by nature: the pipeline's parameters with their documentation (what the KFP UI
+    shows), then the wiring in three stages (data, training, the model's verdict).
+    """
 
     @dsl.pipeline(
         name=PIPELINE_NAME,

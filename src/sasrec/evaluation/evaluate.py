@@ -142,7 +142,7 @@ def evaluate_model(
     """
     from sasrec.device import resolve_device
     from sasrec.evaluation.baselines import PopularityScorer, TransitionScorer
-    from sasrec.io import atomic_dir, require_output_dir, write_json
+    from sasrec.io import require_output_dir
     from sasrec.model_dir import load_model_dir
 
     require_output_dir(out_dir, schema.EVALUATE_STEP)
@@ -182,12 +182,7 @@ def evaluate_model(
         example_users(test, test_ranks["sasrec"].top_items, item_ids), context,
         read_trials(model_dir), promotion,
     )  # fmt: skip
-    with atomic_dir(out_dir, schema.EVALUATE_STEP) as tmp:
-        write_json(metrics, tmp / schema.METRICS_FILE)
-        if promotion is not None:
-            write_json(promotion, tmp / schema.PROMOTION_FILE)
-        by_bucket.write_csv(tmp / schema.BREAKDOWNS_FILE)
-        (tmp / schema.REPORT_FILE).write_text(page, encoding="utf-8")
+    _write_evaluation(out_dir, metrics, by_bucket, page, promotion)
     log.info(
         "test ndcg@10 %.4f (transition %.4f, popularity %.4f)",
         metrics["ndcg@10"],
@@ -247,3 +242,21 @@ def _report_context(
         "epochs run (best)": f"{training['epochs_run']} ({training['best_epoch']})",
         **{f"data {k}": v for k, v in sequences.stats.items()},
     }
+
+
+def _write_evaluation(
+    out_dir: str | Path,
+    metrics: dict[str, float],
+    by_bucket: pl.DataFrame,
+    page: str,
+    promotion: dict[str, Any] | None,
+) -> None:
+    """The evaluate step's output folder, written whole (see `evaluate_model`)."""
+    from sasrec.io import atomic_dir, write_json
+
+    with atomic_dir(out_dir, schema.EVALUATE_STEP) as tmp:
+        write_json(metrics, tmp / schema.METRICS_FILE)
+        if promotion is not None:
+            write_json(promotion, tmp / schema.PROMOTION_FILE)
+        by_bucket.write_csv(tmp / schema.BREAKDOWNS_FILE)
+        (tmp / schema.REPORT_FILE).write_text(page, encoding="utf-8")
