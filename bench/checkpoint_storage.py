@@ -30,7 +30,8 @@ from machine import describe_machine
 from sasrec.config import HParams
 from sasrec.data import schema
 from sasrec.training.checkpoint import load_checkpoint, save_checkpoint
-from sasrec.training.train import BestSoFar, TrainingState, initial_model, rng_state, weight_average
+from sasrec.training.state import BestSoFar, TrainingState, rng_state, weight_average
+from sasrec.training.train import initial_model
 
 CATALOGUES = {"5-core": 25_600, "0-core": 137_200}
 REPEATS = 5

@@ -31,8 +31,9 @@ from paper_data import VIDEO_TXT, video_sequences
 from sasrec.config import parse_hparams
 from sasrec.data import schema
 from sasrec.model import SASRec
+from sasrec.training.data_defaults import with_data_dropout
 from sasrec.training.losses import NextItemObjective, gbce_beta
-from sasrec.training.train import model_config, train_epoch, training_tensors, with_data_dropout
+from sasrec.training.train import model_config, train_epoch, training_tensors
 
 # The paper's Games settings, which the reference implements.
 PAPER_GAMES = (

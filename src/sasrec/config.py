@@ -24,7 +24,7 @@ class HParams:
     softmax over 1,024 sampled items instead of BCE with one, wider, bigger batches, a
     moving average of the weights, and dropout chosen from the data's density: 0.7 on
     sparse data like the paper's, down to 0.2 on dense data
-    (`sasrec.training.train.dropout_for_data`, the quality matrix in docs/benchmarks.md).
+    (`sasrec.training.data_defaults.dropout_for_data`, the quality matrix in docs/benchmarks.md).
     The paper's own settings: {"loss": "bce", "num_negatives": 1, "hidden_size": 50,
     "dropout": 0.5, "batch_size": 128, "lr": 0.001, "max_epochs": 200, "ema_decay": 0}.
     On a GPU, {"loss": "ce", "compile": true}.

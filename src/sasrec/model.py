@@ -5,7 +5,7 @@ trimming a batch's leading padding changes nothing. The score of an item is the 
 of the final hidden state with the item's input embedding (shared weights, as in the paper)
 plus a learned per-item bias, which the paper lacks: it holds the item's overall
 popularity, so the embeddings need not (docs/benchmarks.md measures what it changes).
-`sasrec.training.train` starts it at the item's log training count.
+`sasrec.training.data_defaults.log_popularity` is where it starts: the log training counts.
 """
 
 import json

@@ -26,18 +26,18 @@ from sasrec.io import read_json
 from sasrec.model import SASRec
 from sasrec.model_dir import load_model_dir
 from sasrec.training.checkpoint import load_checkpoint
+from sasrec.training.data_defaults import log_popularity
 from sasrec.training.losses import NextItemObjective
+from sasrec.training.state import weight_average
 from sasrec.training.train import (
     fit,
     initial_model,
-    log_popularity,
     model_config,
     start_training_on,
     train_and_save,
     train_epoch,
     train_sasrec,
     training_tensors,
-    weight_average,
 )
 
 HPARAMS = {"max_epochs": 6, "eval_every": 2, "hidden_size": 16, "batch_size": 16, "patience": 9}
@@ -410,7 +410,7 @@ def test_a_checkpoint_bucket_that_does_not_exist_is_a_one_line_error(
 def test_an_epoch_stopped_after_a_batch_continues_into_the_same_weights_and_loss(
     sequences_dir, stop_after
 ):
-    from sasrec.training.train import EpochInterrupted
+    from sasrec.training.state import EpochInterrupted
 
     hparams = parse_hparams(HPARAMS | {"batch_size": 4, "dropout": 0.3, "ema_decay": 0.0})
     sequences = read_sequences(sequences_dir)

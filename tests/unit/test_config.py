@@ -5,7 +5,8 @@ import torch
 
 from sasrec.config import HParams, parse_hparams
 from sasrec.errors import SASRecError
-from sasrec.training.train import dropout_for_data, learning_rate
+from sasrec.training.data_defaults import dropout_for_data
+from sasrec.training.train import learning_rate
 
 
 def test_defaults_and_the_papers_settings_one_override_away():
