@@ -6,7 +6,7 @@ import pytest
 
 from conftest import free_port
 from sasrec.errors import SASRecError
-from sasrec.tracking import BufferedMetricsLogger
+from sasrec.training.epoch_metrics import BufferedMetricsLogger
 
 
 def record(epoch: int, loss: float) -> dict:

@@ -17,8 +17,8 @@ from mlflow import MlflowClient
 
 from conftest import MlflowServer
 from sasrec.errors import ServiceUnavailable
-from sasrec.tracking import BufferedMetricsLogger
 from sasrec.training.checkpoint import load_checkpoint
+from sasrec.training.epoch_metrics import BufferedMetricsLogger
 
 NO_MLFLOW_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 HPARAMS = {"max_epochs": 12, "eval_every": 4, "hidden_size": 16, "batch_size": 16, "patience": 99}

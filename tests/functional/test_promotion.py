@@ -19,7 +19,7 @@ from sasrec.model_dir import load_model_dir
 from sasrec.registry.lease import registry_lease
 from sasrec.registry.promotion import CatalogueMapped, catalogue_mapping
 from sasrec.registry.steps import plan_trials_step, promote_step
-from sasrec.tracking import register_run_model
+from sasrec.registry.versions import register_run_model
 from sasrec.training.step import train_step
 
 pytestmark = pytest.mark.slow

@@ -24,6 +24,7 @@ from sasrec.inputs import SequenceFiles, read_item_vocab
 from sasrec.metrics import KS
 from sasrec.model import PAD, SASRec
 from sasrec.model_dir import load_model_dir
+from sasrec.registry import versions
 from sasrec.scoring import item_popularity, rank_held_out, user_items
 
 log = logging.getLogger(__name__)
@@ -187,25 +188,25 @@ def promote(
     from sasrec.inputs import read_sequences
     from sasrec.registry.lease import registry_lease
 
-    version = tracking.register_run_model(tracking_uri, name, run_id)
+    version = versions.register_run_model(tracking_uri, name, run_id)
     named = {"registered_model_name": name, "version": version}
     champions: dict[str, float | str] = {}  # version -> its score, or why it cannot be scored
     score: Callable[[Path], float] | None = None
     challenger_score = 0.0
     for _ in range(MAX_ROUNDS):
-        champion = tracking.version_with_alias(tracking_uri, name, CHAMPION_ALIAS)
+        champion = versions.version_with_alias(tracking_uri, name, CHAMPION_ALIAS)
         if champion not in (None, version) and champion not in champions:
             if score is None:
                 score = test_scorer(read_sequences(sequences_dir), metric)
                 challenger_score = score(model_dir)
             champions[champion] = _champion_score(tracking_uri, name, champion, score)
-        with registry_lease(tracking._registry(tracking_uri), name):
-            if tracking.version_with_alias(tracking_uri, name, CHAMPION_ALIAS) != champion:
+        with registry_lease(tracking.mlflow_client(tracking_uri), name):
+            if versions.version_with_alias(tracking_uri, name, CHAMPION_ALIAS) != champion:
                 log.info("the champion of %s moved while this run scored: again", name)
                 continue
             decision = _decide(champion, challenger_score, champions, metric, named)
             if decision.promoted and champion != version:
-                tracking.set_alias(tracking_uri, name, CHAMPION_ALIAS, version)
+                versions.set_alias(tracking_uri, name, CHAMPION_ALIAS, version)
         return decision
     raise SASRecError(
         f"the champion of {name} moved {MAX_ROUNDS} times while this run scored it; rerun"
@@ -224,7 +225,7 @@ def _champion_score(
     with tempfile.TemporaryDirectory() as scratch:
         try:
             with tracking.registry_errors(tracking_uri, f"fetch version {champion} of {name}"):
-                champion_dir = tracking.download_model_dir(
+                champion_dir = versions.download_model_dir(
                     tracking_uri, name, champion, Path(scratch)
                 )
             return score(champion_dir)

@@ -14,6 +14,7 @@ from sasrec.config import DEFAULT_PROMOTION_METRIC
 from sasrec.data import schema
 from sasrec.errors import SASRecError
 from sasrec.io import read_json, require_complete, require_output_dir
+from sasrec.registry import versions
 
 if TYPE_CHECKING:  # torch is imported by the steps that use it: see above
     pass
@@ -178,7 +179,7 @@ def promote_step(
                 uri, registered_model_name, info["mlflow_run_id"], model_dir,
                 Path(sequences_dir), metric,
             )  # fmt: skip
-            tracking.tag_version(uri, registered_model_name, decision.version, {
+            versions.tag_version(uri, registered_model_name, decision.version, {
                 f"promotion.{k}": str(v) for k, v in decision.as_dict().items() if v is not None
             })  # fmt: skip
     log.info("promotion: %s", decision.as_dict())

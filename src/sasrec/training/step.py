@@ -18,7 +18,9 @@ from sasrec.errors import SASRecError, ServiceUnavailable, one_line
 from sasrec.filenames import MODEL_DIR_ARTIFACT, TRAINING_FILE
 from sasrec.inputs import SequenceFiles, read_sequences
 from sasrec.io import read_json, require_output_dir
+from sasrec.registry import versions
 from sasrec.storage import redact
+from sasrec.training.epoch_metrics import BufferedMetricsLogger
 
 if TYPE_CHECKING:  # torch is imported by the steps that use it: see above
     from sasrec.training.train import Training
@@ -176,7 +178,7 @@ def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training"
         }
         if job.trial is not None:
             lineage |= {"sweep_trial": job.trial, "mlflow_parent_run_id": job.parent_run_id}
-        epoch_metrics = tracking.BufferedMetricsLogger(
+        epoch_metrics = BufferedMetricsLogger(
             job.tracking_uri, run_id, tracking.outage_seconds(), resumed=bool(resumed_run)
         )
         history = training.state.history
@@ -213,7 +215,7 @@ def _log_the_trained_model(
     if tracking.logged_model_uri(run_id) is None:
         log_recommender_model(job.model_dir, job.registered_model_name)
     elif job.registered_model_name:
-        tracking.register_run_model(job.tracking_uri, job.registered_model_name, run_id)
+        versions.register_run_model(job.tracking_uri, job.registered_model_name, run_id)
 
 
 def _remove_checkpoint(checkpoint_dir: str | Path) -> None:
