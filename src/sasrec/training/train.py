@@ -1,4 +1,4 @@
-"""The train step: fit SASRec on the training sequences, early-stopped on validation NDCG@10."""
+"""The training loop: fit SASRec on the training sequences, early-stopped on validation NDCG@10."""
 
 import dataclasses
 import hashlib
