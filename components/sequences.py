@@ -30,12 +30,13 @@ def sequences(
 
     from sasrec.data.steps import sequences_step
     from sasrec.errors import exit_on_error
+    from sasrec.filenames import INTERACTIONS_FILE, REPORT_FILE
 
     with exit_on_error("sequences"):
         stats = sequences_step(
-            os.path.join(interactions.path, "interactions.parquet"), sequences.path, kcore, split
+            os.path.join(interactions.path, INTERACTIONS_FILE), sequences.path, kcore, split
         )
     for name, value in stats.items():
         if isinstance(value, int | float):  # metrics are numbers; the split name is not
             sequence_stats.log_metric(name, value)
-    shutil.copyfile(os.path.join(sequences.path, "report.html"), report.path)
+    shutil.copyfile(os.path.join(sequences.path, REPORT_FILE), report.path)

@@ -16,7 +16,8 @@ from sasrec.errors import SASRecError, exit_on_error
 from sasrec.io import write_json
 
 MLFLOW_RUNTIME = "mlserver_mlflow.MLflowRuntime"  # KServe's runtime for modelFormat mlflow
-DEPLOY_FILES = ("model", "settings.json", "model-settings.json")  # what deploy writes
+SETTINGS_FILE, MODEL_SETTINGS_FILE = "settings.json", "model-settings.json"  # MLServer's names
+DEPLOY_FILES = ("model", SETTINGS_FILE, MODEL_SETTINGS_FILE)  # what deploy writes
 
 
 def prepare_mlserver(model_uri: str, out_dir: str | Path, name: str, port: int) -> Path:
@@ -56,8 +57,8 @@ def prepare_mlserver(model_uri: str, out_dir: str | Path, name: str, port: int) 
         "implementation": MLFLOW_RUNTIME,
         "parameters": {"uri": str((out_dir / "model").resolve())},
     }
-    write_json(settings, out_dir / "settings.json")
-    write_json(model_settings, out_dir / "model-settings.json")
+    write_json(settings, out_dir / SETTINGS_FILE)
+    write_json(model_settings, out_dir / MODEL_SETTINGS_FILE)
     return out_dir
 
 
