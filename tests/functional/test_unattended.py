@@ -175,19 +175,21 @@ def test_deploy_with_a_wrong_model_uri_leaves_the_earlier_deployment(tmp_path, m
     (target / "model").mkdir(parents=True)
     (target / "model" / "MLmodel").write_text("earlier model\n")
     (target / "settings.json").write_text("{}\n")
+    (target / "model-settings.json").write_text("{}\n")
     with pytest.raises(SASRecError, match="cannot fetch the model"):
         prepare_mlserver("runs:/" + "0" * 32 + "/model", target, "sasrec", 5001)
     assert (target / "model" / "MLmodel").read_text() == "earlier model\n"
     assert (target / "settings.json").read_text() == "{}\n"
 
 
-def test_deploy_refuses_a_folder_holding_files_of_its_own(tmp_path, mlflow_uri):
+@pytest.mark.parametrize("own", ["notes.txt", "model/weights.bin"])
+def test_deploy_refuses_a_folder_holding_files_of_its_own(tmp_path, mlflow_uri, own):
     target = tmp_path / "mine"
-    target.mkdir()
-    (target / "notes.txt").write_text("mine\n")
+    (target / own).parent.mkdir(parents=True)
+    (target / own).write_text("mine\n")
     with pytest.raises(SASRecError, match="did not write"):
         prepare_mlserver("models:/anything/1", target, "sasrec", 5001)
-    assert (target / "notes.txt").read_text() == "mine\n"
+    assert (target / own).read_text() == "mine\n"
 
 
 # 10. Every object-store and registry failure is one line without credentials.

@@ -25,7 +25,8 @@ def prepare_mlserver(model_uri: str, out_dir: str | Path, name: str, port: int) 
 
     The model is fetched first, into a folder beside `out_dir`: a URI that names no model
     leaves `out_dir` as it was. `out_dir` may be new, empty or an earlier output of this
-    command; a folder holding anything else is refused. The gRPC and metrics ports are the
+    command (its model-settings.json and nothing else of its own); any other folder is
+    refused. The gRPC and metrics ports are the
     two after `port`. Returns `out_dir`.
 
     Raises:
@@ -36,16 +37,16 @@ def prepare_mlserver(model_uri: str, out_dir: str | Path, name: str, port: int) 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SASRecError(f"{out_dir} is a file; give a directory for the MLServer settings")
-    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in DEPLOY_FILES) if (
-        out_dir.is_dir()) else []  # fmt: skip
-    if foreign:
+    entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    earlier_deploy = MODEL_SETTINGS_FILE in entries and set(entries) <= set(DEPLOY_FILES)
+    if entries and not earlier_deploy:
         raise SASRecError(
             f"{out_dir} holds files that `sasrec.serving.deploy` did not write "
-            f"({', '.join(foreign[:5])}); give a new or empty directory"
+            f"({', '.join(entries[:5])}); give a new or empty directory"
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as fetched:
-        with tracking.registry_errors(model_uri, "fetch the model"):
+        with tracking.registry_errors(None, f"fetch the model {model_uri}"):
             mlflow.artifacts.download_artifacts(model_uri, dst_path=str(Path(fetched) / "model"))
         out_dir.mkdir(exist_ok=True)
         shutil.rmtree(out_dir / "model", ignore_errors=True)  # an earlier deploy's model
