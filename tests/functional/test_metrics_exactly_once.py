@@ -31,6 +31,26 @@ def sasrec_train(sequences_dir: Path, out: Path, uri: str) -> list[str]:
     ]  # fmt: skip
 
 
+def start_job(
+    sequences_dir: Path, tmp_path: Path, uri: str, env: dict | None = None, **popen: object
+) -> subprocess.Popen:
+    """`sasrec train` into tmp_path/model, in the background (stderr discarded unless asked)."""
+    popen.setdefault("stderr", subprocess.DEVNULL)
+    return subprocess.Popen(
+        sasrec_train(sequences_dir, tmp_path / "model", uri), cwd=tmp_path, env=env, **popen
+    )
+
+
+def rerun_job(sequences_dir: Path, tmp_path: Path, uri: str, env: dict | None = None) -> str:
+    """The same `sasrec train` again, to its end; its stderr (the run must succeed)."""
+    rerun = subprocess.run(
+        sasrec_train(sequences_dir, tmp_path / "model", uri),
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    return rerun.stderr
+
+
 def checkpoint_epoch(path: Path) -> int:
     try:
         return load_checkpoint(path, torch.device("cpu"))["epoch"]
@@ -66,10 +86,7 @@ def test_an_outage_then_a_killed_pod_loses_no_epoch_and_keeps_their_times(
     env = os.environ | NO_MLFLOW_RETRIES | {"SASREC_MLFLOW_OUTAGE_SECONDS": "600"}
     checkpoint = tmp_path / "model.checkpoint" / "checkpoint.pt"
     run_file = tmp_path / "model.checkpoint" / "mlflow_run.json"
-    worker = subprocess.Popen(
-        sasrec_train(sequences_dir, tmp_path / "model", mlflow_server.uri),
-        cwd=tmp_path, env=env, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    worker = start_job(sequences_dir, tmp_path, mlflow_server.uri, env)
     wait_for_params(MlflowClient(mlflow_server.uri), run_file)
     mlflow_server.kill()  # the server goes away before any epoch is sent
     wait_until(lambda: checkpoint_epoch(checkpoint) >= 3)
@@ -78,11 +95,7 @@ def test_an_outage_then_a_killed_pod_loses_no_epoch_and_keeps_their_times(
     kept = load_checkpoint(checkpoint, torch.device("cpu"))["history"]
     assert len(kept) >= 3
     mlflow_server.start()
-    rerun = subprocess.run(
-        sasrec_train(sequences_dir, tmp_path / "model", mlflow_server.uri),
-        cwd=tmp_path, env=env, capture_output=True, text=True,
-    )  # fmt: skip
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    rerun_job(sequences_dir, tmp_path, mlflow_server.uri, env)
     client = MlflowClient(mlflow_server.uri)
     run_id = json.loads((tmp_path / "model" / "training.json").read_text())["mlflow_run_id"]
     history = assert_each_epoch_once(client, run_id, HPARAMS["max_epochs"])
@@ -93,10 +106,7 @@ def test_an_outage_then_a_killed_pod_loses_no_epoch_and_keeps_their_times(
 @pytest.mark.long
 def test_a_kill_after_an_epoch_was_sent_does_not_send_it_twice(sequences_dir, tmp_path, mlflow_uri):
     checkpoint = tmp_path / "model.checkpoint" / "checkpoint.pt"
-    worker = subprocess.Popen(
-        sasrec_train(sequences_dir, tmp_path / "model", mlflow_uri),
-        cwd=tmp_path, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    worker = start_job(sequences_dir, tmp_path, mlflow_uri)
     client = MlflowClient(mlflow_uri)
     run_file = tmp_path / "model.checkpoint" / "mlflow_run.json"
     wait_until(run_file.exists)
@@ -110,12 +120,8 @@ def test_a_kill_after_an_epoch_was_sent_does_not_send_it_twice(sequences_dir, tm
     )
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
-    rerun = subprocess.run(
-        sasrec_train(sequences_dir, tmp_path / "model", mlflow_uri),
-        cwd=tmp_path, capture_output=True, text=True,
-    )  # fmt: skip
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "resumed from" in rerun.stderr
+    rerun_stderr = rerun_job(sequences_dir, tmp_path, mlflow_uri)
+    assert "resumed from" in rerun_stderr
     assert_each_epoch_once(client, run_id, HPARAMS["max_epochs"])
     for key in ("best_val_ndcg_at_10", "train_seconds"):
         assert len(client.get_metric_history(run_id, key)) == 1
@@ -128,10 +134,9 @@ def test_an_outage_past_the_allowance_keeps_the_training_and_the_rerun_only_logs
 ):
     env = os.environ | NO_MLFLOW_RETRIES | {"SASREC_MLFLOW_OUTAGE_SECONDS": "2"}
     run_file = tmp_path / "model.checkpoint" / "mlflow_run.json"
-    worker = subprocess.Popen(
-        sasrec_train(sequences_dir, tmp_path / "model", mlflow_server.uri),
-        cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    worker = start_job(
+        sequences_dir, tmp_path, mlflow_server.uri, env, stderr=subprocess.PIPE, text=True
+    )
     wait_for_params(MlflowClient(mlflow_server.uri), run_file)
     mlflow_server.kill()
     _, stderr = worker.communicate(timeout=300)
@@ -142,12 +147,8 @@ def test_an_outage_past_the_allowance_keeps_the_training_and_the_rerun_only_logs
     assert checkpoint_epoch(checkpoint) == HPARAMS["max_epochs"]  # the whole training is kept
 
     mlflow_server.start()
-    rerun = subprocess.run(
-        sasrec_train(sequences_dir, tmp_path / "model", mlflow_server.uri),
-        cwd=tmp_path, env=env, capture_output=True, text=True,
-    )  # fmt: skip
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"after epoch {HPARAMS['max_epochs']}" in rerun.stderr  # nothing trained again
+    rerun_stderr = rerun_job(sequences_dir, tmp_path, mlflow_server.uri, env)
+    assert f"after epoch {HPARAMS['max_epochs']}" in rerun_stderr  # nothing trained again
     client = MlflowClient(mlflow_server.uri)
     run_id = json.loads((tmp_path / "model" / "training.json").read_text())["mlflow_run_id"]
     run = client.get_run(run_id)

@@ -4,7 +4,7 @@ Nothing here imports torch: the download and sequences images carry none.
 """
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sasrec.data import schema, titles
 from sasrec.data.download import default_cache_dir, download_interactions, fetch_source_file
@@ -39,11 +39,5 @@ def download_step(
     return counts
 
 
-def sequences_step(
-    interactions_path: str | Path,
-    out_dir: str | Path,
-    kcore: int = 5,
-    split: str = "leave_one_out",
-) -> dict[str, Any]:
-    """Build the sequence files and stats.json in `out_dir` (see `build_sequences`)."""
-    return build_sequences(interactions_path, out_dir, kcore, split)
+# The sequences step is the library function itself: the name says which step it is.
+sequences_step = build_sequences
