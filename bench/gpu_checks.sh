@@ -8,9 +8,11 @@
 #      1 GiB limit, so the loss is computed chunk by chunk and peak memory stays bounded;
 #   3. full-catalogue scoring at 0-core size (2.8M users x 137.2K items; target 10 s);
 #   4. the paper's Games settings (BCE) against the plain reference, on the GPU;
-#   5. quality of the full-softmax loss on the paper's Games data, trained on the GPU.
+#   5. quality of the full-softmax loss on the paper's Games data, trained on the GPU;
+#   6. the item table's row-wise updates against dense ones (issue 27): 60K users over
+#      25.6K, 137.2K (0-core) and 2.75M (Books 0-core) items, 40 batches each.
 # Usage, from the repository root: bench/gpu_checks.sh [VIDEO_TXT] [LOG_DIR]
-# About 8 minutes on an H100; the checks run most important first, each with its own limit.
+# About 9 minutes on an H100; the checks run most important first, each with its own limit.
 set -uo pipefail
 
 video_txt=${1:-../shared/data/sasrec-video/Video.txt}
@@ -33,6 +35,8 @@ five_core='--device cuda --synthetic-users 95000 --synthetic-items 25600 --skip-
 zero_core='--device cuda --synthetic-users 2800000 --synthetic-items 137200 --skip-reference'
 # shellcheck disable=SC2086  # five_core and zero_core are lists of arguments
 check epoch_defaults 90 bench/train_throughput.py $five_core --hparams '{"hidden_size": 64}'
+check item_table_rows 120 bench/item_table.py --device cuda --batches 40 \
+    --items 25600 137200 2750000
 # shellcheck disable=SC2086
 check epoch_ce_eager 90 bench/train_throughput.py $five_core \
     --hparams '{"loss": "ce", "hidden_size": 64}'

@@ -12,18 +12,10 @@ from typing import Any
 from kfp import dsl, kubernetes
 
 from components.images import image_pull_secrets
+from sasrec.credentials import MLFLOW_CREDENTIALS, STORAGE_CREDENTIALS
 
 MLFLOW_SECRET = "sasrec-mlflow"
 STORAGE_SECRET = "sasrec-storage"
-MLFLOW_SECRET_KEYS = (
-    "MLFLOW_TRACKING_USERNAME",
-    "MLFLOW_TRACKING_PASSWORD",
-    "MLFLOW_TRACKING_TOKEN",
-)
-STORAGE_SECRET_KEYS = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
-    "AWS_DEFAULT_REGION",
-)  # fmt: skip
 # Every task gets a disk-backed /tmp of its own: images run with a read-only root, and
 # keep their caches there (docker/Dockerfile sets SASREC_CACHE_DIR=/tmp/sasrec-cache).
 SCRATCH_MOUNT = "/tmp"
@@ -109,12 +101,12 @@ def mount_shared_memory(task: dsl.PipelineTask) -> None:
 
 def use_mlflow_secret(task: dsl.PipelineTask, secret_name: str) -> None:
     """MLflow credentials from a Kubernetes secret, when it exists (optional)."""
-    _use_secret(task, secret_name, MLFLOW_SECRET_KEYS)
+    _use_secret(task, secret_name, MLFLOW_CREDENTIALS)
 
 
 def use_storage_secret(task: dsl.PipelineTask, secret_name: str) -> None:
     """Object-store credentials from a Kubernetes secret, when it exists (optional)."""
-    _use_secret(task, secret_name, STORAGE_SECRET_KEYS)
+    _use_secret(task, secret_name, STORAGE_CREDENTIALS)
 
 
 def _use_secret(task: dsl.PipelineTask, secret_name: str, keys: tuple[str, ...]) -> None:

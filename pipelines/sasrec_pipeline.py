@@ -1,4 +1,4 @@
-"""The SASRec pipeline: download -> sequences -> train (a sweep) -> promote -> evaluate.
+"""The SASRec pipeline: download -> sequences -> train (a sweep) -> promote -> score -> evaluate.
 
 Wiring only. `build_pipeline(sweep_parallelism)` makes it: KFP fixes a ParallelFor's
 parallelism when the pipeline is compiled, so it is a compile setting
@@ -16,8 +16,10 @@ from kfp.dsl.graph_component import GraphComponent
 from components.close_runs import close_runs
 from components.download import download
 from components.evaluate import evaluate
+from components.images import image_uri
 from components.promote import promote
-from components.recommend import recommend
+from components.recommend import merge_recommendations, recommend
+from components.score import plan_scoring_shards, score_users
 from components.sequences import sequences
 from components.sweep import plan_trials, select_trial
 from components.train import train
@@ -57,6 +59,7 @@ def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphC
         hparams_grid: list = [],  # noqa: B006
         gpu_count: int = 1,
         gpu_type: str = "nvidia.com/gpu",
+        train_nodes: int = 1,
         train_node_selector: dict = {},  # noqa: B006
         train_tolerations: list = [],  # noqa: B006
         checkpoint_root: str = "",
@@ -68,6 +71,7 @@ def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphC
         promotion_metric: str = DEFAULT_PROMOTION_METRIC,
         write_recommendations: bool = True,
         recommendations_k: int = 10,
+        scoring_shards: int = 1,
         download_cpu: str = pod.DOWNLOAD.cpu,
         download_memory: str = pod.DOWNLOAD.memory,
         sequences_cpu: str = pod.SEQUENCES.cpu,
@@ -93,6 +97,11 @@ def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphC
             gpu_count: GPUs requested by the train task, one data-parallel process each; 0 trains
                 on the CPU. With 1 or more, training fails at once when CUDA is not usable.
             gpu_type: Kubernetes resource name of the GPUs, e.g. nvidia.com/gpu.
+            train_nodes: Nodes to train on. Above 1 the train task creates a Kubeflow Trainer
+                TrainJob (v2.0 or later, runtime torch-distributed) of train_nodes pods with
+                gpu_count processes each, train_cpu and train_memory, the same secrets; it
+                follows the job, then deletes it. Needs checkpoint_root (the nodes share
+                input, checkpoint and model there) and deploy/trainjob-rbac.yaml.
             train_node_selector: Node labels the train task must run on, e.g.
                 {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}.
             train_tolerations: Kubernetes tolerations of the train task, e.g.
@@ -115,6 +124,9 @@ def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphC
             write_recommendations: Also write every user's top-K items as Parquet (with the
             evaluate task's CPU and memory).
             recommendations_k: Items per user in the recommendations.
+            scoring_shards: Tasks that score the users for evaluation and recommendations,
+                each its own pod (evaluate_cpu, evaluate_memory) with a share of the users;
+                their results are merged into exactly those of one task.
             download_cpu: CPU request and limit of the download task.
             download_memory: Memory request and limit of the download task.
             sequences_cpu: CPU request and limit of the sequences task.
@@ -158,7 +170,10 @@ def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphC
                     mlflow_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, num_processes=gpu_count,
                     checkpoint_root=checkpoint_root,
                     pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, trial=trial.trial,
-                    parent_run_id=trial.parent_run_id, **tracked,
+                    parent_run_id=trial.parent_run_id, train_nodes=train_nodes,
+                    train_image=image_uri("train"), gpu_type=gpu_type, node_cpu=train_cpu,
+                    node_memory=train_memory, mlflow_secret=mlflow_secret,
+                    storage_secret=storage_secret, **tracked,
                 ),
                 "Train SASRec", (train_cpu, train_memory, pod.TRAIN.scratch),
                 mlflow_secret=mlflow_secret, storage_secret=storage_secret,
@@ -188,20 +203,39 @@ def build_pipeline(sweep_parallelism: int = DEFAULT_SWEEP_PARALLELISM) -> GraphC
             ),
             "Register and promote", scoring, **secrets,
         )  # fmt: skip
+        shards_task = pod.set_up(
+            plan_scoring_shards(scoring_shards=scoring_shards), "Plan scoring shards",
+            pod.SMALL.resources,
+        )  # fmt: skip
+        with dsl.ParallelFor(shards_task.output) as shard:
+            score_task = pod.set_up(
+                score_users(
+                    model=best_model, sequences=sequence_files, shard=shard,
+                    scoring_shards=scoring_shards,
+                ),
+                "Score users", scoring,
+            )  # fmt: skip
         evaluate_task = pod.set_up(
             evaluate(
                 model=best_model, sequences=sequence_files,
-                promotion=promote_task.outputs["promotion"], **tracked,
+                promotion=promote_task.outputs["promotion"],
+                scores=dsl.Collected(score_task.outputs["scores"]), **tracked,
             ),
             "Evaluate", scoring, **secrets,
         )  # fmt: skip
         with dsl.If(write_recommendations == True):  # noqa: E712 - a KFP condition, not Python
+            with dsl.ParallelFor(shards_task.output) as shard:
+                recommend_task = pod.set_up(
+                    recommend(
+                        model=best_model, sequences=sequence_files, k=recommendations_k,
+                        shard=shard, scoring_shards=scoring_shards,
+                    ),
+                    "Recommend for a shard of users", scoring, cache=None,
+                )  # fmt: skip
             pod.set_up(
-                recommend(model=best_model, sequences=sequence_files, k=recommendations_k),
-                "Recommend for every user",
-                scoring,
-                cache=None,
-            )
+                merge_recommendations(shards=dsl.Collected(recommend_task.outputs["recommendations"])),
+                "Recommend for every user", pod.SMALL.resources, cache=None,
+            )  # fmt: skip
 
         # Runs however the steps before it end (an exit task; pipeline outputs cannot come from
         # inside a dsl.ExitHandler): it closes the MLflow runs that a failure left RUNNING.

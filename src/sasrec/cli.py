@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download_command(commands)
     _add_sequences_command(commands)
     _add_train_command(commands)
+    _add_train_node_command(commands)
     _add_evaluate_command(commands)
     _add_recommend_command(commands)
     _add_run_command(commands)
@@ -162,6 +163,21 @@ def _add_train_command(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--parent-run-id", default=None, help=argparse.SUPPRESS)
     train.add_argument("--trial", type=int, default=None, help=argparse.SUPPRESS)
     train.add_argument("--pipeline-run-id", default=None, help=argparse.SUPPRESS)
+
+
+def _add_train_node_command(commands: argparse._SubParsersAction) -> None:
+    """`sasrec train-node`: what each node of a multi-node TrainJob runs."""
+    node = _command(
+        commands, "train-node", "one node of a multi-node training (a Kubeflow TrainJob's "
+        "pod): torchrun over `sasrec train`, the rendezvous from the PET_* variables",
+        "the model directory to OUT from the node of rank 0",
+    )  # fmt: skip
+    node.add_argument("--sequences", required=True, help="output of `sequences`: path or URI")
+    node.add_argument("--out", required=True, help="model directory to write: path or URI")
+    node.add_argument("--nproc", type=int, default=1, help="processes on this node")
+    node.add_argument(
+        "train_args", nargs=argparse.REMAINDER, help="after --: the `sasrec train` flags"
+    )
 
 
 def _add_evaluate_command(commands: argparse._SubParsersAction) -> None:
@@ -281,6 +297,11 @@ def dispatch(args: argparse.Namespace) -> object:
             args.checkpoint_dir, args.nproc, args.register_as, args.gpus, args.parent_run_id,
             args.trial, args.pipeline_run_id,
         )  # fmt: skip
+    if args.command == "train-node":
+        from sasrec.training.trainjob import train_node
+
+        train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
+        return train_node(args.sequences, args.out, args.nproc, train_args)
     if args.command == "evaluate":
         from sasrec.evaluation.step import evaluate_step
 

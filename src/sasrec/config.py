@@ -49,6 +49,9 @@ class HParams:
     gbce_t: float = 0.75  # gSASRec's calibration t in [0, 1]; only for loss "gbce"
     compile: bool = False  # torch.compile the training step (worth it on a GPU)
     ema_decay: float = 0.999  # validate and keep a moving average of the weights; 0: off
+    # A step updates only the item rows its batch uses (row-wise Adam), so that its cost
+    # follows the batch, not the catalogue; `ce` scores every item and always updates all.
+    sparse_item_updates: bool = True
 
     def __post_init__(self) -> None:
         """Reject values that cannot train, naming the field and the allowed range."""

@@ -24,3 +24,5 @@ REPORT_FILE = "report.html"
 BREAKDOWNS_FILE = "breakdowns.csv"
 PROMOTION_FILE = "promotion.json"  # the promote step's decision
 RECOMMENDATIONS_FILE = "recommendations.parquet"
+# A scoring shard's ranks of its users, per split ("test", "valid") and scorer.
+RANKS_FILE = "ranks_{split}_{scorer}.parquet"

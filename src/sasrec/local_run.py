@@ -9,6 +9,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from urllib.parse import unquote
 import requests
 import yaml
 
+from sasrec.credentials import MLFLOW_CREDENTIALS, STORAGE_CREDENTIALS
 from sasrec.data.schema import (
     EVALUATE_STEP,
     METRICS_FILE,
@@ -54,11 +56,7 @@ LOCAL_PIPELINE_ARGS = {"gpu_count": 0}
 POD_USER_ID = 54321  # an arbitrary uid, as OpenShift assigns; always in group 0
 POD_TMPFS = {"/tmp": "rw,exec,size=8g"}  # the only writable place besides the pipeline root
 # Credentials a pod would get from Kubernetes secrets, passed on from this environment.
-SECRET_VARIABLES = (
-    "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
-    "AWS_DEFAULT_REGION",
-)  # fmt: skip
+SECRET_VARIABLES = MLFLOW_CREDENTIALS + STORAGE_CREDENTIALS
 MLFLOW_SERVER_WAIT_SECONDS = 90.0
 RUN_LOG = "run.log"  # in the output dir, without --verbose: everything the local runner printed
 OUTPUT_FOLDERS = {"model": TRAIN_STEP, "evaluation": EVALUATE_STEP}  # in the output dir
@@ -337,7 +335,7 @@ def _latest_recommendations(pipeline_root: Path) -> Path | None:
     local runner writes task outputs.
     """
     found = sorted(
-        pipeline_root.glob(f"*/recommend/recommendations/{RECOMMENDATIONS_FILE}"),
+        pipeline_root.glob(f"*/merge-recommendations/recommendations/{RECOMMENDATIONS_FILE}"),
         key=lambda path: path.stat().st_mtime,
     )
     return found[-1] if found else None
@@ -368,6 +366,10 @@ class TaskProgress(io.TextIOBase):
 
     def __init__(self, log: io.TextIOBase) -> None:
         self.log, self.pending = log, ""
+        # The local runner runs a ParallelFor's tasks in threads, each printing its task's
+        # lines: a text file (and the state below) take one writer at a time. Reentrant:
+        # during a task the runner's `print` writes here, the task lines of `_follow` too.
+        self.lock = threading.RLock()
         self.started: dict[str, float] = {}
         self.recent: collections.deque[str] = collections.deque(maxlen=self.FAILED_TASK_LINES)
         self.json_depth = 0  # non-zero inside an executor input: not worth showing
@@ -390,10 +392,11 @@ class TaskProgress(io.TextIOBase):
 
     def write(self, text: str) -> int:
         """Log `text`; report each task start and end it completes."""
-        self.log.write(text)
-        *lines, self.pending = (self.pending + text).split("\n")
-        for line in map(_plain, lines):
-            self._follow(line)
+        with self.lock:
+            self.log.write(text)
+            *lines, self.pending = (self.pending + text).split("\n")
+            for line in map(_plain, lines):
+                self._follow(line)
         return len(text)
 
     def _follow(self, line: str) -> None:

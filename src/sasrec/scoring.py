@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
 import polars as pl
 import torch
 
@@ -77,12 +78,13 @@ def sample_unseen_items(
 
 @dataclass(frozen=True)
 class HeldOutRanks:
-    """Per-user results of one scorer on one split, in the split's row order."""
+    """Per-user results of one scorer on (a shard of) one split, by row of the split."""
 
     full: torch.Tensor  # (U,) 0-based rank in the full catalogue
     sampled: torch.Tensor | None  # (U,) among uniform negatives
     popsampled: torch.Tensor | None  # (U,) among popularity-sampled negatives
     top_items: torch.Tensor  # (U, TOP_K) the scorer's recommendations, history excluded
+    rows: torch.Tensor  # (U,) the split's rows these are of, ascending
 
     def metrics(self, prefix: str = "", ks: tuple[int, ...] | None = None) -> dict[str, float]:
         """Flat metrics of every protocol that was run."""
@@ -92,6 +94,46 @@ class HeldOutRanks:
             if ranks is not None:
                 metrics |= ranking_metrics(ranks, prefix=prefix + protocol, **kwargs)
         return metrics
+
+    def to_frame(self) -> pl.DataFrame:
+        """One row per user: what a scoring shard hands to the merge (`from_frames`)."""
+        optional = {"sampled": self.sampled, "popsampled": self.popsampled}
+        return pl.DataFrame({
+            "row": self.rows.numpy(),
+            "full": self.full.numpy(),
+            **{name: ranks.numpy() for name, ranks in optional.items() if ranks is not None},
+            "top_items": self.top_items.numpy(),
+        })  # fmt: skip
+
+    @classmethod
+    def from_frames(cls, frames: list[pl.DataFrame]) -> "HeldOutRanks":
+        """The ranks of every shard's `to_frame`, as one, by row."""
+        whole = pl.concat([frame for frame in frames if frame.height]).sort("row")
+
+        def column(name: str) -> torch.Tensor | None:
+            return (
+                torch.from_numpy(whole[name].to_numpy(writable=True))
+                if name in whole.columns
+                else None
+            )
+
+        return cls(
+            column("full"), column("sampled"), column("popsampled"),
+            torch.from_numpy(whole["top_items"].to_numpy(writable=True)), column("row"),
+        )  # fmt: skip
+
+
+def shard_range(num_rows: int, block: int, shard: int, shards: int) -> range:
+    """The rows of shard `shard` of `shards`: whole blocks of `block` rows, as even as can be.
+
+    Shards are contiguous runs of whole blocks, so each block, and each batch of a block,
+    holds the same rows as in one process: the shards' results are those of one process.
+    """
+    if not 0 <= shard < shards:
+        raise SASRecError(f"shard {shard} is not one of 0..{shards - 1}")
+    num_blocks = -(-num_rows // block)
+    first, last = (num_blocks * s // shards for s in (shard, shard + 1))
+    return range(first * block, min(last * block, num_rows))
 
 
 @torch.no_grad()
@@ -107,6 +149,7 @@ def rank_held_out(
     batch_size: int = 256,
     seed: int = SAMPLING_SEED,
     seen: pl.Series | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> HeldOutRanks:
     """Rank each user's held-out item under every protocol.
 
@@ -126,22 +169,25 @@ def rank_held_out(
         seed: Seed of the negative samples (uniform and popularity draws use their own).
         seen: Per row of `held_out`, all the items of its user (also later ones): sampled
             negatives avoid them. None: the row's history and target.
+        shard: (shard, shards): rank only this shard's users (`shard_range`); its ranks are
+            what one process gives those users.
     """
     batch_size = users_per_batch(batch_size, num_items)
-    uniform_generator = torch.Generator().manual_seed(seed)
-    popularity_generator = torch.Generator().manual_seed(seed + 1)
     weights = None if popularity is None else popularity.double() + 1.0  # every item drawable
     # Score users in order of history length so each batch is only as wide as its longest
     # history (most are short), then put the results back in the frame's order.
     if seen is not None:
         held_out = held_out.with_columns(seen.alias(_SEEN))
-    order = held_out[schema.HISTORY].list.len().arg_sort().to_numpy(writable=True)
+    order = np.argsort(held_out[schema.HISTORY].list.len().to_numpy(), kind="stable")
+    mine = shard_range(len(order), SAMPLING_BLOCK, *shard)
+    order = order[mine.start : mine.stop]
     by_length = held_out[order]
     ranks: dict[str, list[torch.Tensor]] = {"full": [], "sampled": [], "popsampled": []}
     top_items = []
-    # Negatives are drawn per block of SAMPLING_BLOCK users, so the scoring batch size
-    # does not change them; scores are computed per batch_size users within a block.
-    for block in by_length.iter_slices(SAMPLING_BLOCK):
+    # Negatives are drawn per block of SAMPLING_BLOCK users, from generators seeded by the
+    # block's place: neither the scoring batch size nor the shard changes them. Scores are
+    # computed per batch_size users within a block.
+    for index, block in enumerate(by_length.iter_slices(SAMPLING_BLOCK)):
         history = pad_left(block[schema.HISTORY])  # (B, S) the whole history, for exclusion
         targets = torch.from_numpy(block[schema.TARGET].to_numpy(writable=True)).long()  # (B,)
         candidates = {}  # per sampled protocol: (B, 1 + num_sampled), the target first
@@ -152,9 +198,12 @@ def rank_held_out(
                 else pad_left(block[_SEEN])
             )
             draw = partial(_candidates, targets, user_items, num_items, num_sampled)
-            candidates["sampled"] = draw(uniform_generator)
+            block_seed = seed * 2**32 + 2 * (mine.start // SAMPLING_BLOCK + index)
+            candidates["sampled"] = draw(torch.Generator().manual_seed(block_seed))
             if weights is not None:
-                candidates["popsampled"] = draw(popularity_generator, weights)
+                candidates["popsampled"] = draw(
+                    torch.Generator().manual_seed(block_seed + 1), weights
+                )
         for start in range(0, block.height, batch_size):
             rows = slice(start, start + batch_size)
             scores = scorer(history[rows, -max_len:].to(device)).float()  # (b, N + 1)
@@ -164,16 +213,21 @@ def rank_held_out(
             exclude_items(scores, excluded)
             top_items.append(top_k(scores, min(TOP_K, num_items))[1].cpu())
             ranks["full"].append(rank_of_targets(scores, targets[rows].to(device)).cpu())
-    restore = torch.from_numpy(order).long()
+    rows = torch.from_numpy(order).long()
+    by_row = rows.argsort()
 
-    def restored(values: list[torch.Tensor]) -> torch.Tensor | None:
-        return _unsort(torch.cat(values), restore) if values else None
+    def in_row_order(
+        values: list[torch.Tensor], empty: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        return torch.cat(values)[by_row] if values else empty
 
+    nothing = torch.empty(0, dtype=torch.long)  # ranks of a shard without users
     return HeldOutRanks(
-        full=restored(ranks["full"]),
-        sampled=restored(ranks["sampled"]),
-        popsampled=restored(ranks["popsampled"]),
-        top_items=restored(top_items),
+        full=in_row_order(ranks["full"], nothing),
+        sampled=in_row_order(ranks["sampled"]),
+        popsampled=in_row_order(ranks["popsampled"]),
+        top_items=in_row_order(top_items, nothing.view(0, min(TOP_K, num_items))),
+        rows=rows[by_row],
     )
 
 
@@ -195,13 +249,6 @@ def _ranks_among(scores: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor
     candidates = candidates.to(scores.device)
     zeros = torch.zeros(len(candidates), dtype=torch.long, device=scores.device)
     return rank_of_targets(scores.gather(1, candidates), zeros).cpu()
-
-
-def _unsort(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """Undo a permutation: values[i] belongs to row order[i]."""
-    restored = torch.empty_like(values)
-    restored[order] = values
-    return restored
 
 
 def item_popularity(train: pl.DataFrame, num_items: int) -> torch.Tensor:

@@ -6,6 +6,7 @@ and `AWS_ENDPOINT_URL` (MinIO, any S3-compatible store) for s3://.
 """
 
 import contextlib
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,58 @@ def remove_empty_dir(uri: str | Path) -> None:
         return
     with contextlib.suppress(FileNotFoundError, OSError):
         Path(uri).rmdir()  # refuses a folder that still holds anything
+
+
+def put_dir(local_dir: str | Path, uri: str | Path) -> list[str]:
+    """Copy every file under `local_dir` to `uri` (a folder or an object prefix), by name.
+
+    Returns:
+        The files' paths relative to `local_dir`: what a caller may later remove, by name.
+    """
+    local_dir = Path(local_dir)
+    relative = sorted(str(p.relative_to(local_dir)) for p in local_dir.rglob("*") if p.is_file())
+    for name in relative:
+        if is_object_store(uri):
+            fs, path = _object_store(join(uri, name))
+            with explained(uri, "write"):
+                fs.put_file(str(local_dir / name), path)
+        else:
+            target = Path(uri) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(local_dir / name, tmp)
+    return relative
+
+
+def get_dir(uri: str | Path, local_dir: str | Path) -> list[str]:
+    """Copy every file under `uri` (a folder or an object prefix) into `local_dir`.
+
+    Returns:
+        The files' paths relative to `uri`.
+
+    Raises:
+        SASRecError: when nothing is there, or the store refuses.
+    """
+    local_dir = Path(local_dir)
+    if is_object_store(uri):
+        fs, root = _object_store(uri)
+        with explained(uri, "read"):
+            remote = fs.find(root)
+        relative = sorted(path[len(root.rstrip("/")) + 1 :] for path in remote)
+    else:
+        files = Path(uri).rglob("*") if Path(uri).is_dir() else []
+        relative = sorted(str(p.relative_to(uri)) for p in files if p.is_file())
+    if not relative:
+        raise SASRecError(f"nothing to read at {uri}")
+    for name in relative:
+        (local_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        if is_object_store(uri):
+            fs, path = _object_store(join(uri, name))
+            with explained(uri, "read"):
+                fs.get_file(path, str(local_dir / name))
+        else:
+            shutil.copyfile(Path(uri) / name, local_dir / name)
+    return relative
 
 
 def login(uri: str) -> str:

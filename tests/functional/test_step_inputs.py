@@ -245,6 +245,7 @@ def test_components_fail_as_the_cli_does(work, capsys):
             model=artifact(Model, work / "model"),
             sequences=artifact(Dataset, work / "other_seq"),
             promotion=artifact(Artifact, work / "promotion"),
+            scores=[],
             mlflow_tracking_uri="",
             evaluation=artifact(Artifact, work / "new_output"),
             metrics=artifact(Metrics, work / "metrics.json"),

@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 import torch
 
+from conftest import free_port
 from helpers import cyclic_reviews, write_reviews_jsonl_gz
 from sasrec.config import parse_hparams
 from sasrec.data import schema
@@ -112,9 +113,9 @@ def test_weight_average_is_the_warmed_up_moving_average_of_the_weights_after_eac
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     after_each_step = []
 
-    def record_then_update() -> None:
+    def record_then_update(items: torch.Tensor | None) -> None:
         after_each_step.append(model.item_emb.weight.detach().clone())
-        average.update_parameters(model)
+        average.update_parameters(model, items)
 
     generator = torch.Generator().manual_seed(0)
     objective = NextItemObjective(model, hparams.loss)
@@ -248,10 +249,15 @@ def test_killed_training_run_resumes_in_the_same_mlflow_run(sequences_dir, tmp_p
 
 
 @pytest.mark.long
-def test_two_gloo_processes_match_one_process(sequences_dir, tmp_path, mlflow_uri):
+@pytest.mark.parametrize("sparse_item_updates", [True, False])
+def test_two_gloo_processes_match_one_process(
+    sequences_dir, tmp_path, mlflow_uri, sparse_item_updates
+):
     # Equal-length sequences and no dropout: each process's half-batch mean averages to the
     # full-batch mean, so the two runs differ only by float rounding.
-    hparams = HPARAMS | {"max_epochs": 2, "dropout": 0.0}
+    hparams = HPARAMS | {
+        "max_epochs": 2, "dropout": 0.0, "sparse_item_updates": sparse_item_updates
+    }  # fmt: skip
     one = subprocess.run(
         sasrec_train(sequences_dir, tmp_path / "one", hparams), capture_output=True
     )
@@ -274,6 +280,45 @@ def test_two_gloo_processes_match_one_process(sequences_dir, tmp_path, mlflow_ur
     torch.testing.assert_close(one_model(histories), two_model(histories), rtol=1e-3, atol=1e-3)
     runs = mlflow.search_runs(experiment_names=["sasrec"], output_format="list")
     assert len(runs) == 2  # one MLflow run per job, not per process
+
+
+@pytest.mark.long
+def test_two_nodes_of_one_process_train_the_weights_of_one_node_of_two(
+    sequences_dir, tmp_path, mlflow_uri
+):
+    # What a TrainJob of 2 nodes runs (`sasrec train-node`, torchrun taking the rendezvous
+    # from the PET_* variables the Trainer sets), over 127.0.0.1; the same 2 ranks and
+    # thread settings as `--nproc 2` on one node, so the same arithmetic in the same order.
+    hparams = json.dumps(HPARAMS | {"max_epochs": 2})
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    one_node = subprocess.run(
+        sasrec_train(sequences_dir, tmp_path / "one", HPARAMS | {"max_epochs": 2}, "--nproc", "2"),
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert one_node.returncode == 0, one_node.stderr[-3000:]
+    rendezvous = {"PET_NNODES": "2", "PET_MASTER_ADDR": "127.0.0.1"}
+    rendezvous["PET_MASTER_PORT"] = str(free_port())
+    node_command = [
+        sys.executable, "-m", "sasrec.cli", "train-node", "--sequences", str(sequences_dir),
+        "--out", str(tmp_path / "two"), "--nproc", "1", "--", "--hparams", hparams,
+        "--checkpoint-dir", str(tmp_path / "nodes.checkpoint"),
+    ]  # fmt: skip
+    nodes = [
+        subprocess.Popen(
+            node_command,
+            env=env | rendezvous | {"PET_NODE_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    for node in nodes:
+        _, stderr = node.communicate(timeout=600)
+        assert node.returncode == 0, stderr[-3000:]
+    info = json.loads((tmp_path / "two" / "training.json").read_text())
+    assert info["processes"] == 2
+    assert_same_weights(tmp_path / "one", tmp_path / "two")
 
 
 def test_registered_model_recommends_like_the_artifact(sequences_dir, tmp_path, mlflow_uri):
@@ -420,6 +465,7 @@ def test_an_epoch_stopped_after_a_batch_continues_into_the_same_weights_and_loss
             training.objective.train(), training.state.optimizer, training.sequences,
             training.lengths, hparams, training.state.generator,
             training.state.model.config.num_items, None, resume_from, stop_requested,
+            training.state.item_table,
         )  # fmt: skip
 
     straight = start_training_on(sequences, hparams)

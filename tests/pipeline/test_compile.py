@@ -26,9 +26,20 @@ def spec(documents) -> dict:
     return documents[0]
 
 
-def sweep_loop(spec: dict) -> str:
-    (name,) = [n for n in spec["root"]["dag"]["tasks"] if n.startswith("for-loop-")]
+def loop_over(spec: dict, plan: str, tasks: dict | None = None) -> str:
+    """The name of the ParallelFor in `tasks` (default: the root's) over `plan`'s output."""
+    tasks = spec["root"]["dag"]["tasks"] if tasks is None else tasks
+    (name,) = [
+        name
+        for name, task in tasks.items()
+        if task.get("parameterIterator", {}).get("items", {}).get("inputParameter")
+        == f"pipelinechannel--{plan}-Output"
+    ]
     return name
+
+
+def sweep_loop(spec: dict) -> str:
+    return loop_over(spec, "plan-trials")
 
 
 def train_task(spec: dict) -> dict:
@@ -42,9 +53,9 @@ def test_tasks_chained_by_artifacts(spec):
         for name, task in spec["root"]["dag"]["tasks"].items()
         if not name.startswith(("condition-", "for-loop-"))
     }
-    assert set(tasks) == {*STEPS, "plan-trials", "select-trial", "promote", "close-runs"} - {
-        "train"
-    }
+    assert set(tasks) == {
+        *STEPS, "plan-trials", "select-trial", "promote", "plan-scoring-shards", "close-runs"
+    } - {"train"}  # fmt: skip
     producers = {
         name: {
             (arg, source["producerTask"], source["outputArtifactKey"])
@@ -60,8 +71,11 @@ def test_tasks_chained_by_artifacts(spec):
         "plan-trials": set(),
         "select-trial": {("models", loop, "pipelinechannel--train-model")},
         "promote": {("model", "select-trial", "model"), ("sequences", "sequences", "sequences")},
+        "plan-scoring-shards": set(),
         "evaluate": {("model", "select-trial", "model"), ("sequences", "sequences", "sequences"),
-                     ("promotion", "promote", "promotion")},
+                     ("promotion", "promote", "promotion"),
+                     ("scores", loop_over(spec, "plan-scoring-shards"),
+                      "pipelinechannel--score-users-scores")},
         "close-runs": set(),
     }  # fmt: skip
     inner = train_task(spec)["inputs"]["artifacts"]["sequences"]
@@ -72,6 +86,7 @@ def test_tasks_chained_by_artifacts(spec):
         "plan-trials": "Plan trials",
         "select-trial": "Select the best trial",
         "promote": "Register and promote",
+        "plan-scoring-shards": "Plan scoring shards",
         "evaluate": "Evaluate",
         "close-runs": "Close MLflow runs",
     }
@@ -155,6 +170,8 @@ def test_artifact_types(spec):
         "report": "system.HTML",
     }
     assert outputs("recommend") == {"recommendations": "system.Dataset"}
+    assert outputs("score-users") == {"scores": "system.Dataset"}
+    assert outputs("merge-recommendations") == {"recommendations": "system.Dataset"}
 
 
 def test_recommendations_run_on_a_pipeline_condition(spec):
@@ -163,7 +180,9 @@ def test_recommendations_run_on_a_pipeline_condition(spec):
     (name,) = [n for n in spec["root"]["dag"]["tasks"] if n.startswith("condition-")]
     condition = spec["root"]["dag"]["tasks"][name]
     assert "write_recommendations" in condition["triggerPolicy"]["condition"]
-    inner = spec["components"][f"comp-{name}"]["dag"]["tasks"]["recommend"]
+    inner_tasks = spec["components"][f"comp-{name}"]["dag"]["tasks"]
+    loop = loop_over(spec, "plan-scoring-shards", inner_tasks)
+    inner = spec["components"][f"comp-{loop}"]["dag"]["tasks"]["recommend"]
     sources = {
         arg: artifact["componentInputArtifact"]
         for arg, artifact in inner["inputs"]["artifacts"].items()
@@ -172,6 +191,27 @@ def test_recommendations_run_on_a_pipeline_condition(spec):
         "model": "pipelinechannel--select-trial-model",
         "sequences": "pipelinechannel--sequences-sequences",
     }
+    merge = inner_tasks["merge-recommendations"]["inputs"]["artifacts"]["shards"]
+    assert merge["taskOutputArtifact"]["producerTask"] == loop
+
+
+def test_scoring_fans_out_over_shards_and_each_merge_collects_them(spec):
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["scoring_shards"] == {"defaultValue": 1.0, "isOptional": True,
+                                            "parameterType": "NUMBER_INTEGER"}  # fmt: skip
+    plan = spec["root"]["dag"]["tasks"]["plan-scoring-shards"]["inputs"]["parameters"]
+    assert plan["scoring_shards"] == {"componentInputParameter": "scoring_shards"}
+    loop = loop_over(spec, "plan-scoring-shards")
+    assert "iteratorPolicy" not in spec["root"]["dag"]["tasks"][loop]  # every shard at once
+    score = spec["components"][f"comp-{loop}"]["dag"]["tasks"]["score-users"]["inputs"]
+    item = spec["root"]["dag"]["tasks"][loop]["parameterIterator"]["itemInput"]
+    assert score["parameters"]["shard"] == {"componentInputParameter": item}
+    assert score["parameters"]["scoring_shards"] == {
+        "componentInputParameter": "pipelinechannel--scoring_shards"
+    }
+    for component, name in (("evaluate", "scores"), ("merge-recommendations", "shards")):
+        collected = spec["components"][f"comp-{component}"]["inputDefinitions"]["artifacts"]
+        assert collected[name]["isArtifactList"] is True
 
 
 def test_one_image_per_step(spec):
@@ -367,3 +407,16 @@ def test_the_docs_state_the_kfp_backend_the_compiled_pipeline_needs(documents):
         assert BACKEND_FEATURES[feature][1] in deployment, f"docs/deployment.md must list {feature}"
     readme = (root / "README.md").read_text()
     assert f"backend {stated[1]}.{stated[2]} or newer" in readme  # the prerequisites agree
+
+
+def test_multi_node_training_is_asked_for_by_a_parameter_with_the_train_image(spec):
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["train_nodes"]["defaultValue"] == 1.0
+    inputs = train_task(spec)["inputs"]["parameters"]
+    assert inputs["train_nodes"] == {"componentInputParameter": "pipelinechannel--train_nodes"}
+    image = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["image"]
+    assert inputs["train_image"]["runtimeValue"]["constant"] == image  # the nodes run it too
+    for name, parameter in (("node_cpu", "train_cpu"), ("node_memory", "train_memory"),
+                            ("mlflow_secret", "mlflow_secret"),
+                            ("storage_secret", "storage_secret")):  # fmt: skip
+        assert inputs[name] == {"componentInputParameter": f"pipelinechannel--{parameter}"}

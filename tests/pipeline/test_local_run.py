@@ -28,7 +28,8 @@ def test_run_from_an_amazon_mirror_logs_one_mlflow_run(
     env = os.environ | {"SASREC_AMAZON_BASE_URL": base_url, "HOME": str(tmp_path / "home")}
     command = [sys.executable, "-m", "sasrec.cli", "run", "--kcore", "0"]
     result = subprocess.run(
-        [*command, "--hparams", json.dumps(hparams), "--param", "recommendations_k=4"],
+        [*command, "--hparams", json.dumps(hparams), "--param", "recommendations_k=4",
+         "--param", "scoring_shards=2"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -56,6 +57,12 @@ def test_run_from_an_amazon_mirror_logs_one_mlflow_run(
     vocab = pl.read_parquet(model_dir / "item_vocab.parquet")
     assert recommendations["item_id"].is_in(vocab["item_id"].implode()).all()
     assert recommendations.group_by("user_id").len()["len"].max() == 4  # --param reached it
+    # Two scoring shards and two recommending ones ran, merged into every user once.
+    pipeline_root = tmp_path / "outputs" / "pipeline_root"
+    assert len(list(pipeline_root.rglob("ranks_test_sasrec.parquet"))) == 2
+    assert len(list(pipeline_root.rglob("*/recommend/recommendations/*.parquet"))) == 2
+    (train_file,) = pipeline_root.rglob("train.parquet")
+    assert recommendations["user_id"].n_unique() == pl.read_parquet(train_file).height
 
     client = MlflowClient(mlflow_uri)
     (experiment,) = [e for e in client.search_experiments() if e.name == "sasrec"]
@@ -227,3 +234,26 @@ def test_local_runs_strip_retries_at_every_depth_of_the_pipeline(tmp_path):
     spec = next(yaml.safe_load_all(compiled.read_text()))
     assert "retryPolicy" not in json.dumps(spec["root"]["dag"]["tasks"])  # not at the root
     assert "retryPolicy" not in _without_retries(compiled).read_text()
+
+
+def test_task_lines_printed_from_parallel_threads_reach_run_log_whole(tmp_path):
+    # The local runner runs a ParallelFor's tasks in threads (scoring shards), each printing
+    # its subprocess's lines; progress bars hold 3-byte characters.
+    import threading
+
+    from sasrec.local_run import TaskProgress
+
+    lines = {f"task {t} line {n} {'█' * (n % 7)}" for t in range(8) for n in range(400)}
+
+    def print_lines(task: int) -> None:
+        for n in range(400):
+            print(f"task {task} line {n} {'█' * (n % 7)}\n", end="")
+
+    with TaskProgress.to(tmp_path / "run.log"):
+        threads = [threading.Thread(target=print_lines, args=(t,)) for t in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    written = (tmp_path / "run.log").read_text(encoding="utf-8").splitlines()
+    assert sorted(written) == sorted(lines)

@@ -9,6 +9,7 @@ from sasrec.filenames import (  # noqa: F401 - readers and writers name files th
     ITEM_VOCAB_FILE,
     METRICS_FILE,
     PROMOTION_FILE,
+    RANKS_FILE,
     RECOMMENDATIONS_FILE,
     REPORT_FILE,
     STATS_FILE,
@@ -53,4 +54,5 @@ SEQUENCES_STEP = "sequences"
 TRAIN_STEP = "train"
 EVALUATE_STEP = "evaluate"
 RECOMMEND_STEP = "recommend"
+SCORE_STEP = "score"  # one shard of the users, scored for evaluate and recommend
 PROMOTE_STEP = "promote"

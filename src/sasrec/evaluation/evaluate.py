@@ -15,8 +15,11 @@ import torch
 from sasrec.data import schema
 from sasrec.data.sequences import known_sequences
 from sasrec.data.titles import item_labels
+from sasrec.errors import SASRecError
 from sasrec.evaluation.report import Example, render_report
 from sasrec.inputs import SequenceFiles, read_sequences, require_same_catalogue
+from sasrec.io import atomic_dir, require_complete, require_output_dir
+from sasrec.model import SASRec
 from sasrec.registry.sweep import read_trials
 from sasrec.scoring import (
     NUM_SAMPLED_NEGATIVES,
@@ -125,6 +128,7 @@ def evaluate_model(
     device: str = "auto",
     exclude_history: bool = True,
     promotion: dict[str, Any] | None = None,
+    score_dirs: list[str | Path] | None = None,
 ) -> dict[str, float]:
     """Evaluate a model artifact and both baselines; write metrics, breakdowns and report.
 
@@ -132,35 +136,28 @@ def evaluate_model(
     `val_*`, baselines `baseline_<name>_*`), `breakdowns.csv` and `report.html`, and
     `promotion.json` when `promotion` (the promote step's decision, shown in the report)
     is given. A sweep's trials, kept in the model directory, are shown in the report.
+    With `score_dirs` (every shard's `score_shard` output) the ranks are read from them
+    instead of computed: the same metrics, breakdowns and report.
 
     Returns:
         The metrics of metrics.json.
 
     Raises:
-        SASRecError: for a wrong input or output folder (nothing is written), or a model
-            of another catalogue than the sequences.
+        SASRecError: for a wrong input or output folder (nothing is written), a model of
+            another catalogue than the sequences, or shards that are not all the users.
     """
-    from sasrec.device import resolve_device
-    from sasrec.evaluation.baselines import PopularityScorer, TransitionScorer
-    from sasrec.io import require_output_dir
-    from sasrec.model_dir import load_model_dir
-
     require_output_dir(out_dir, schema.EVALUATE_STEP)
-    sequences = read_sequences(sequences_dir)
-    torch_device = resolve_device(device)
-    model = load_model_dir(model_dir, torch_device)
-    require_same_catalogue(model_dir, sequences)
-    train, valid, test = sequences.train, sequences.valid, sequences.test
+    model, sequences, torch_device = _model_and_sequences(model_dir, sequences_dir, device)
+    train, test = sequences.train, sequences.test
     num_items, max_len = model.config.num_items, model.config.max_len
     popularity = item_popularity(train, num_items)
-    scorers: dict[str, Scorer] = {
-        "sasrec": model,
-        "transition": TransitionScorer(train, popularity),
-        "popularity": PopularityScorer(popularity),
-    }
-    test_ranks, valid_ranks = _rank_test_and_valid(
-        scorers, sequences, popularity, max_len, torch_device, exclude_history
-    )
+    if score_dirs is None:
+        scorers = _scorers(model, train, popularity)
+        test_ranks, valid_ranks = _rank_test_and_valid(
+            scorers, sequences, popularity, max_len, torch_device, exclude_history
+        )
+    else:
+        test_ranks, valid_ranks = _merged_ranks(score_dirs, sequences)
     scorer_metrics = {
         name: ranks.metrics() | beyond_accuracy(ranks.top_items, popularity, num_items)
         for name, ranks in test_ranks.items()
@@ -169,7 +166,10 @@ def evaluate_model(
     metrics |= beyond_accuracy(test_ranks["sasrec"].top_items, popularity, num_items)
     for name in ("transition", "popularity"):
         metrics |= {f"baseline_{name}_{k}": v for k, v in scorer_metrics[name].items()}
-    metrics |= {"num_test_users": float(test.height), "num_valid_users": float(valid.height)}
+    metrics |= {
+        "num_test_users": float(test.height),
+        "num_valid_users": float(sequences.valid.height),
+    }
     require_finite(metrics)
     by_bucket = breakdowns(test, popularity, {n: r.full for n, r in test_ranks.items()})
     item_ids = item_labels(
@@ -192,6 +192,99 @@ def evaluate_model(
     return metrics
 
 
+def score_shard(
+    model_dir: str | Path,
+    sequences_dir: str | Path,
+    out_dir: str | Path,
+    shard: int,
+    shards: int,
+    device: str = "auto",
+    exclude_history: bool = True,
+) -> dict[str, int]:
+    """Score one shard of the users, for `evaluate_model(score_dirs=...)` to merge.
+
+    Writes into `out_dir` the ranks of the shard's test users by every scorer and of its
+    validation users by the model (`schema.RANKS_FILE`). Shards are whole blocks of users
+    in the order one process scores them, so that their results are exactly those of one
+    process (`sasrec.scoring.shard_range`).
+
+    Returns:
+        Counts of the shard's test and validation users.
+    """
+    require_output_dir(out_dir, schema.SCORE_STEP)
+    model, sequences, torch_device = _model_and_sequences(model_dir, sequences_dir, device)
+    popularity = item_popularity(sequences.train, model.config.num_items)
+    test_ranks, valid_ranks = _rank_test_and_valid(
+        _scorers(model, sequences.train, popularity), sequences, popularity,
+        model.config.max_len, torch_device, exclude_history, shard=(shard, shards),
+    )  # fmt: skip
+    with atomic_dir(out_dir, schema.SCORE_STEP) as tmp:
+        for name, ranks in test_ranks.items():
+            ranks.to_frame().write_parquet(
+                tmp / schema.RANKS_FILE.format(split="test", scorer=name)
+            )
+        valid_ranks.to_frame().write_parquet(
+            tmp / schema.RANKS_FILE.format(split="valid", scorer="sasrec")
+        )
+    counts = {"test_users": len(test_ranks["sasrec"].rows), "valid_users": len(valid_ranks.rows)}
+    log.info("shard %d of %d: %s", shard, shards, counts)
+    return counts
+
+
+def _model_and_sequences(
+    model_dir: str | Path, sequences_dir: str | Path, device: str
+) -> tuple[SASRec, SequenceFiles, torch.device]:
+    """The model on its device and the sequences it must have been trained on."""
+    from sasrec.device import resolve_device
+    from sasrec.model_dir import load_model_dir
+
+    sequences = read_sequences(sequences_dir)
+    torch_device = resolve_device(device)
+    model = load_model_dir(model_dir, torch_device)
+    require_same_catalogue(model_dir, sequences)
+    return model, sequences, torch_device
+
+
+def _scorers(model: SASRec, train: pl.DataFrame, popularity: torch.Tensor) -> dict[str, Scorer]:
+    """The model and the baselines it is compared with, by name."""
+    from sasrec.evaluation.baselines import PopularityScorer, TransitionScorer
+
+    return {
+        "sasrec": model,
+        "transition": TransitionScorer(train, popularity),
+        "popularity": PopularityScorer(popularity),
+    }
+
+
+SCORER_NAMES = ("sasrec", "transition", "popularity")
+
+
+def _merged_ranks(
+    score_dirs: list[str | Path], sequences: SequenceFiles
+) -> tuple[dict[str, HeldOutRanks], HeldOutRanks]:
+    """The ranks of every shard in `score_dirs`, merged; each split's users exactly once.
+
+    Raises:
+        SASRecError: when a folder is not a shard's output, or the shards are not all
+            the users (one missing, or given twice).
+    """
+    folders = [require_complete(d, schema.SCORE_STEP) for d in score_dirs]
+
+    def merged(split: str, scorer: str, users: int) -> HeldOutRanks:
+        name = schema.RANKS_FILE.format(split=split, scorer=scorer)
+        ranks = HeldOutRanks.from_frames([pl.read_parquet(folder / name) for folder in folders])
+        if not torch.equal(ranks.rows, torch.arange(users)):
+            raise SASRecError(
+                f"the {len(folders)} scoring shards hold {len(ranks.rows):,} {split} users "
+                f"({len(ranks.rows.unique()):,} distinct) of {users:,}: give every shard's "
+                f"output once, all scored on these sequences"
+            )
+        return ranks
+
+    test = {name: merged("test", name, sequences.test.height) for name in SCORER_NAMES}
+    return test, merged("valid", "sasrec", sequences.valid.height)
+
+
 def _rank_test_and_valid(
     scorers: dict[str, Scorer],
     sequences: SequenceFiles,
@@ -199,16 +292,18 @@ def _rank_test_and_valid(
     max_len: int,
     device: torch.device,
     exclude_history: bool,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[dict[str, HeldOutRanks], HeldOutRanks]:
     """Every scorer's ranks of the test users, and the model's of the validation users.
 
-    Only the model is also ranked under the sampled protocols.
+    Only the model is also ranked under the sampled protocols. `shard`: (shard, shards),
+    to rank only that shard's users.
     """
     train, valid, test = sequences.train, sequences.valid, sequences.test
     known = known_sequences(train, valid, test)
     args = {
         "num_items": len(popularity) - 1, "max_len": max_len, "exclude_history": exclude_history,
-        "device": device,
+        "device": device, "shard": shard,
     }  # fmt: skip
     test_ranks = {
         name: rank_held_out(
@@ -252,7 +347,7 @@ def _write_evaluation(
     promotion: dict[str, Any] | None,
 ) -> None:
     """The evaluate step's output folder, written whole (see `evaluate_model`)."""
-    from sasrec.io import atomic_dir, write_json
+    from sasrec.io import write_json
 
     with atomic_dir(out_dir, schema.EVALUATE_STEP) as tmp:
         write_json(metrics, tmp / schema.METRICS_FILE)

@@ -14,9 +14,11 @@ from sasrec.data import schema
 from sasrec.data.sequences import known_sequences
 from sasrec.device import resolve_device
 from sasrec.errors import SASRecError
-from sasrec.inputs import read_sequences, require_same_catalogue
-from sasrec.io import atomic_dir, require_output_dir
+from sasrec.inputs import SequenceFiles, read_sequences, require_same_catalogue
+from sasrec.io import atomic_dir, require_complete, require_output_dir
+from sasrec.model import SASRec
 from sasrec.model_dir import load_model_dir
+from sasrec.scoring import shard_range
 from sasrec.serving.recommender import Recommender, top_unseen
 from sasrec.tensors import pad_left
 
@@ -66,14 +68,14 @@ def recommend_all_users(
     out_dir: str | Path,
     k: int = 10,
     device: str = "auto",
-    batch_size: int = 2048,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, int]:
     """Write the top-k unseen items of every user to `out_dir/recommendations.parquet`.
 
     Every user of the sequences folder gets them: the history is the user's whole known
     sequence (training, validation and test items), and none of its items is recommended.
-    Users are scored in batches of similar history length, streamed to the file so memory
-    stays bounded; the folder appears complete or not at all.
+    The folder appears complete or not at all. With `shard` (shard, shards), only that
+    shard's users: `merge_recommendations` joins the shards into the file of one process.
 
     Returns:
         Counts of users and rows written.
@@ -88,18 +90,46 @@ def recommend_all_users(
     torch_device = resolve_device(device)
     model = load_model_dir(model_dir, torch_device)
     require_same_catalogue(model_dir, files)
+    with atomic_dir(out_dir, schema.RECOMMEND_STEP) as tmp:
+        summary = write_recommendations(
+            model, files, tmp / schema.RECOMMENDATIONS_FILE, k, torch_device, shard
+        )
+    log.info("wrote %d recommendations for %d users to %s",
+             summary["num_rows"], summary["num_users"], out_dir)  # fmt: skip
+    return summary
+
+
+RECOMMEND_BATCH = 2048  # users scored at once
+
+
+def write_recommendations(
+    model: SASRec,
+    files: SequenceFiles,
+    path: Path,
+    k: int,
+    device: torch.device,
+    shard: tuple[int, int] = (0, 1),
+) -> dict[str, int]:
+    """Write the top-k unseen items of every user (or of a shard of them) to `path`.
+
+    Users are scored in batches of similar history length, streamed to the file so memory
+    stays bounded. A shard (shard, shards) is a run of whole batches in that order, so
+    the shards' files, one after the other, are the file of one process.
+
+    Returns:
+        Counts of users and rows written.
+    """
     sequences = known_sequences(files.train, files.valid, files.test)
-    sequences = sequences.sort(pl.col(schema.HISTORY).list.len())
+    sequences = sequences.sort(pl.col(schema.HISTORY).list.len(), maintain_order=True)
+    mine = shard_range(sequences.height, RECOMMEND_BATCH, *shard)
+    sequences = sequences[mine.start : mine.stop]
     item_ids = pa.array(["", *files.item_vocab[schema.ITEM_ID].to_list()])  # 0: padding
     k = min(k, model.config.num_items)
     rows = 0
-    with (
-        atomic_dir(out_dir, schema.RECOMMEND_STEP) as tmp,
-        pq.ParquetWriter(tmp / schema.RECOMMENDATIONS_FILE, RECOMMENDATIONS_SCHEMA) as writer,
-    ):
+    with pq.ParquetWriter(path, RECOMMENDATIONS_SCHEMA) as writer:
         progress = tqdm(total=sequences.height, desc="recommend", unit="user")
-        for batch in sequences.iter_slices(batch_size):
-            items, scores = top_unseen(model, pad_left(batch[schema.HISTORY]), k, torch_device)
+        for batch in sequences.iter_slices(RECOMMEND_BATCH):
+            items, scores = top_unseen(model, pad_left(batch[schema.HISTORY]), k, device)
             # Users with fewer than k unseen items get -inf fillers: drop them.
             keep = torch.isfinite(scores).flatten().numpy()
             table = pa.table(
@@ -119,14 +149,41 @@ def recommend_all_users(
             rows += table.num_rows
             progress.update(len(batch))
         progress.close()
-    log.info("wrote %d recommendations for %d users to %s", rows, sequences.height, out_dir)
     return {"num_users": sequences.height, "num_rows": rows, "k": k}
 
 
-def recommend_step(
-    model_dir: str | Path, sequences_dir: str | Path, out_dir: str | Path, k: int = 10
-) -> dict[str, int]:
-    """Write every user's top-k unseen items to `out_dir/recommendations.parquet`."""
-    from sasrec.serving.recommend import recommend_all_users
+def merge_recommendations(shard_dirs: list[str | Path], out_dir: str | Path) -> dict[str, int]:
+    """Join the shards' recommendations, in shard order, into `out_dir/recommendations.parquet`.
 
-    return recommend_all_users(model_dir, sequences_dir, out_dir, k)
+    Streamed a batch at a time: memory holds one batch, not the file.
+
+    Raises:
+        SASRecError: for a folder that is not a whole output of `recommend_all_users`.
+    """
+    require_output_dir(out_dir, schema.RECOMMEND_STEP)
+    parts = [
+        require_complete(d, schema.RECOMMEND_STEP) / schema.RECOMMENDATIONS_FILE for d in shard_dirs
+    ]
+    rows = 0
+    with (
+        atomic_dir(out_dir, schema.RECOMMEND_STEP) as tmp,
+        pq.ParquetWriter(tmp / schema.RECOMMENDATIONS_FILE, RECOMMENDATIONS_SCHEMA) as writer,
+    ):
+        for part in parts:
+            for batch in pq.ParquetFile(part).iter_batches():
+                writer.write_batch(batch)
+                rows += batch.num_rows
+    log.info("merged %d recommendations of %d shards into %s", rows, len(parts), out_dir)
+    return {"num_rows": rows, "shards": len(parts)}
+
+
+def recommend_step(
+    model_dir: str | Path,
+    sequences_dir: str | Path,
+    out_dir: str | Path,
+    k: int = 10,
+    shard: int = 0,
+    shards: int = 1,
+) -> dict[str, int]:
+    """Write every user's (or a shard's users') top-k unseen items to recommendations.parquet."""
+    return recommend_all_users(model_dir, sequences_dir, out_dir, k, shard=(shard, shards))

@@ -87,8 +87,14 @@ def local_device(device: torch.device) -> torch.device:
     return device
 
 
-def relaunch_with_torchrun(num_processes: int, module_args: list[str]) -> None:
+def relaunch_with_torchrun(
+    num_processes: int, module_args: list[str], standalone: bool = True
+) -> None:
     """Run `python -m <module_args>` as `num_processes` torchrun workers on this node.
+
+    Standalone: this node alone. Otherwise torchrun reads the number of nodes, this node's
+    rank and the rendezvous from PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR and
+    PET_MASTER_PORT, as Kubeflow Trainer sets them on each node of a TrainJob.
 
     SIGTERM is passed on to torchrun, which passes it to the workers: they save their
     place (see `sasrec.training.preemption`) and this process then raises `Preempted` too.
@@ -103,7 +109,7 @@ def relaunch_with_torchrun(num_processes: int, module_args: list[str]) -> None:
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--standalone",
+        *(["--standalone"] if standalone else []),
         f"--nproc-per-node={num_processes}",
         "-m",
         *module_args,

@@ -14,6 +14,8 @@ Every position with an input item and a next item is a target. The four losses:
 A sampled negative equal to the position's next item is masked out.
 """
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -171,7 +173,12 @@ class NextItemObjective(nn.Module):
         self.max_logits = max_logits
 
     def forward(
-        self, item_ids: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
+        self,
+        item_ids: torch.Tensor,
+        positives: torch.Tensor,
+        negatives: torch.Tensor,
+        item_rows: torch.Tensor | None = None,
+        bias_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mean loss over target positions.
 
@@ -180,9 +187,14 @@ class NextItemObjective(nn.Module):
             positives: (B, L) the next item at each position (0 where there is none).
             negatives: from `sample_negatives`: (B, L, N) for `bce` and `gbce`, (N,) for
                 `sampled_softmax`, ignored for `ce`.
+            item_rows: (R, D) the embeddings of the batch's items, when the ids above number
+                rows of it instead of items (`sasrec.training.item_rows`); not for `ce`.
+            bias_rows: (R,) their biases, with `item_rows`.
         """
         is_target = (item_ids != PAD) & (positives != PAD)  # (B, L)
         if self.loss == "ce":
+            if item_rows is not None:
+                raise ValueError("loss ce scores every item: it takes the whole item table")
             # Every position is scored and the non-targets ignored: boolean indexing has a
             # data-dependent shape, which makes a GPU wait at every batch and breaks
             # torch.compile's graph. Batches are trimmed to their longest row, so little
@@ -195,12 +207,15 @@ class NextItemObjective(nn.Module):
                 return ChunkedSoftmaxLoss.apply(hidden, weight, bias, targets, chunk)
             return full_softmax_loss(hidden @ weight.T + bias, targets)
         targets = positives[is_target]  # (T,)
-        bias = self.model.item_bias
+        if item_rows is None:
+            embed, bias = self.model.item_emb, self.model.item_bias
+        else:
+            embed, bias = partial(F.embedding, weight=item_rows), bias_rows
         if self.loss in PER_POSITION_NEGATIVES:
             # One embedding lookup for inputs, positives and negatives: each lookup's backward
             # fills a dense (num_items + 1, D) gradient, which is costly on CPU.
             ids = torch.cat([item_ids.unsqueeze(-1), positives.unsqueeze(-1), negatives], dim=-1)
-            vectors = self.model.item_emb(ids)  # (B, L, 2 + N, D)
+            vectors = embed(ids)  # (B, L, 2 + N, D)
             hidden = self.model.encode(item_ids, vectors[:, :, 0])[is_target]  # (T, D)
             candidates = vectors[is_target][:, 1:]  # (T, 1 + N, D)
             logits = torch.einsum("td,tkd->tk", hidden, candidates)  # (T, 1 + N)
@@ -209,7 +224,7 @@ class NextItemObjective(nn.Module):
             clashes = negatives[is_target] == targets.unsqueeze(1)  # (T, N)
         else:
             ids = torch.cat([item_ids.flatten(), targets, negatives])
-            vectors = self.model.item_emb(ids)
+            vectors = embed(ids)
             num_inputs = item_ids.numel()
             input_vectors = vectors[:num_inputs].view(*item_ids.shape, -1)  # (B, L, D)
             target_vectors = vectors[num_inputs : num_inputs + len(targets)]  # (T, D)

@@ -3,15 +3,18 @@
 import copy
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.optim.swa_utils import AveragedModel
 
 from sasrec.config import HParams
 from sasrec.model import SASRec
 from sasrec.training import distributed
+
+if TYPE_CHECKING:  # it imports this module
+    from sasrec.training.item_rows import SparseItemTable
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,104 @@ class BestSoFar:
             self.evals_without_gain += 1
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights, updated after each step.
+
+    With a constant learning rate and heavy dropout the weights keep moving around a good
+    point; their average is a better model than the last weights (docs/benchmarks.md). The
+    first update copies the weights; the decay of update n after it is
+    min(decay, (1 + n) / (10 + n)), as in TensorFlow's moving averages: a short memory at
+    first, so that a run of few steps is not averaged towards its random initial weights.
+
+    An update given `items` averages only those rows of the item table (`LAZY_ROWS`), for
+    steps that changed no other row (`sasrec.training.item_rows`). A row left behind is
+    brought up to date exactly when it is next used or the average is read: its weights did
+    not change meanwhile, so k updates moved its average by the product of their decays
+    towards them, and the running sum of log decays gives that product.
+    """
+
+    LAZY_ROWS = ("item_emb.weight", "item_bias")
+
+    def __init__(self, model: SASRec, decay: float) -> None:
+        self.module = copy.deepcopy(model)
+        self.decay = decay
+        self.updates = 0
+        self.log_decay = 0.0  # sum of the log decays of every update so far
+        # `log_decay` when each item row was last brought up to date: (num_items + 1,)
+        self.row_log_decay = torch.zeros(
+            model.item_bias.shape, dtype=torch.float64, device=model.item_bias.device
+        )
+        self.behind = False  # whether some row waits for `catch_up`
+
+    def _pairs(self, model: SASRec) -> tuple[list, list]:
+        """(average, weights) tensor pairs: the dense ones, then the item table's."""
+        current = dict(model.named_parameters())
+        dense, lazy = [], []
+        for name, averaged in self.module.named_parameters():
+            (lazy if name in self.LAZY_ROWS else dense).append(
+                (averaged.detach(), current[name].detach())
+            )
+        return dense, lazy
+
+    @torch.no_grad()
+    def catch_up(self, model: SASRec, items: torch.Tensor | None = None) -> None:
+        """Bring the rows `items` (None: all) of the item table's average up to date."""
+        if not self.behind:
+            return
+        rows = slice(None) if items is None else items
+        lag = (self.log_decay - self.row_log_decay[rows]).exp()  # product of missed decays
+        for averaged, weights in self._pairs(model)[1]:
+            factor = lag.to(averaged.dtype).view(-1, *[1] * (averaged.dim() - 1))
+            averaged[rows] = weights[rows] + factor * (averaged[rows] - weights[rows])
+        self.row_log_decay[rows] = self.log_decay
+        self.behind = items is not None
+
+    @torch.no_grad()
+    def update_parameters(self, model: SASRec, items: torch.Tensor | None = None) -> None:
+        """Average in `model`'s weights after a step that changed the rows `items` (None: all)."""
+        dense, lazy = self._pairs(model)
+        if self.updates == 0:
+            for averaged, weights in dense + lazy:
+                averaged.copy_(weights)
+            self.updates = 1
+            return
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        if items is None:
+            self.catch_up(model)
+            pairs = dense + lazy
+        else:
+            pairs = dense
+            for averaged, weights in lazy:
+                averaged[items] = decay * averaged[items] + (1 - decay) * weights[items]
+        # The foreach ops update every tensor in one call each; per tensor they cost more
+        # than the update itself.
+        averaged_tensors = [averaged for averaged, _ in pairs]
+        torch._foreach_mul_(averaged_tensors, decay)
+        torch._foreach_add_(averaged_tensors, [w for _, w in pairs], alpha=1 - decay)
+        self.updates += 1
+        self.log_decay += math.log(decay)
+        rows = slice(None) if items is None else items
+        self.row_log_decay[rows] = self.log_decay
+        self.behind = self.behind or items is not None
+
+    def state_dict(self) -> dict[str, Any]:
+        """For the checkpoint: the averaged weights and where each item row stands."""
+        return {
+            "module": self.module.state_dict(),
+            "updates": self.updates,
+            "log_decay": self.log_decay,
+            "row_log_decay": self.row_log_decay,
+            "behind": self.behind,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict`."""
+        self.module.load_state_dict(state["module"])
+        self.updates, self.log_decay = state["updates"], state["log_decay"]
+        self.row_log_decay.copy_(state["row_log_decay"])
+        self.behind = state["behind"]
+
+
 def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     """This process's random state: dropout masks and negative samples draw from it."""
     cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0)
@@ -81,13 +182,20 @@ class TrainingState:
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     best: BestSoFar
-    average: AveragedModel | None = None  # the weights' moving average, with `ema_decay`
+    average: WeightAverage | None = None  # the weights' moving average, with `ema_decay`
+    # Updates the item table row by row; then `optimizer` holds every other weight.
+    item_table: "SparseItemTable | None" = None
     epoch: int = 0  # the last whole epoch
     epoch_metrics: dict[str, float] = field(default_factory=dict)  # of `epoch`
     # Every whole epoch's metrics as measured: {"epoch", "timestamp_ms", "metrics"}. They
     # travel with the checkpoint until MLflow has them (see `tracking.EpochMetricsSender`).
     history: list[dict[str, Any]] = field(default_factory=list)
     partial: EpochProgress | None = None  # of epoch `epoch + 1`, when SIGTERM stopped it
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """Every optimizer of the run."""
+        return [self.optimizer] + ([self.item_table.optimizer] if self.item_table else [])
 
     @property
     def evaluated_model(self) -> SASRec:
@@ -107,6 +215,7 @@ class TrainingState:
             "epoch_metrics": self.epoch_metrics,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "item_optimizer": self.item_table.optimizer.state_dict() if self.item_table else {},
             "average": self.average.state_dict() if self.average is not None else {},
             "generator": self.generator.get_state(),
             "rng_states": rng_states,
@@ -119,7 +228,8 @@ class TrainingState:
         }
 
     CHECKPOINT_KEYS = frozenset({
-        "identity", "epoch", "epoch_metrics", "model", "optimizer", "average", "generator",
+        "identity", "epoch", "epoch_metrics", "model", "optimizer", "item_optimizer", "average",
+        "generator",
         "rng_states", "best_epoch", "best_metrics", "best_state", "evals_without_gain",
         "history", "partial",
     })  # fmt: skip
@@ -136,6 +246,8 @@ class TrainingState:
         self.partial = EpochProgress(**partial) if partial else None
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.item_table is not None:
+            self.item_table.optimizer.load_state_dict(checkpoint["item_optimizer"])
         if self.average is not None:
             self.average.load_state_dict(checkpoint["average"])
         self.generator.set_state(checkpoint["generator"].cpu())  # a CPU generator
@@ -159,32 +271,13 @@ class TrainingState:
         )
 
 
-def weight_average(model: SASRec, decay: float) -> AveragedModel | None:
-    """An exponential moving average of `model`'s weights, updated each step; None if decay is 0.
-
-    With a constant learning rate and heavy dropout the weights keep moving around a good
-    point; their average is a better model than the last weights (docs/benchmarks.md). The
-    decay of update n is min(decay, (1 + n) / (10 + n)), as in TensorFlow's moving averages:
-    a short memory at first, so that a run of few steps is not averaged towards its random
-    initial weights.
-    """
-    if decay == 0.0:
-        return None
-
-    def warmed_up_ema(
-        averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor
-    ) -> None:
-        # One decay for all tensors, as a tensor on their device: no host sync for it. The
-        # foreach ops update every tensor in one call each; per tensor they cost more than
-        # the update itself.
-        step_decay = torch.clamp((1 + num_averaged) / (10 + num_averaged), max=decay)
-        torch._foreach_mul_(averaged, step_decay)
-        torch._foreach_add_(averaged, torch._foreach_mul(current, 1 - step_decay))
-
-    return AveragedModel(model, multi_avg_fn=warmed_up_ema, use_buffers=True)
+def weight_average(model: SASRec, decay: float) -> WeightAverage | None:
+    """The moving average of `model`'s weights with `decay`; None when decay is 0 (off)."""
+    return WeightAverage(model, decay) if decay > 0.0 else None
 
 
-CHECKPOINT_FORMAT = 3  # 2: a random state per process; 3: metrics history, mid-epoch place
+# 2: a random state per process; 3: metrics history, mid-epoch place; 4: row-wise item updates
+CHECKPOINT_FORMAT = 4
 
 
 def checkpoint_identity(hparams: HParams, fingerprint: str) -> dict[str, Any]:

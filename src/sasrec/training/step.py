@@ -24,6 +24,7 @@ from sasrec.training.epoch_metrics import BufferedMetricsLogger
 
 if TYPE_CHECKING:  # torch is imported by the steps that use it: see above
     from sasrec.training.train import Training
+    from sasrec.training.trainjob import NodesRequest
 
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def train_step(
     parent_run_id: str | None = None,
     trial: int | None = None,
     pipeline_run_id: str | None = None,
+    nodes: "NodesRequest | None" = None,
 ) -> dict[str, Any]:
     """Train in an MLflow run: hyperparameters, data stats, per-epoch metrics, the model.
 
@@ -109,6 +111,9 @@ def train_step(
         trial: In a sweep: this training's trial number, kept in training.json.
         pipeline_run_id: The KFP run this is a task of: a tag on the MLflow run, by which
             the pipeline's exit task finds the runs a failure left RUNNING.
+        nodes: With more than one node, train as a Kubeflow TrainJob of `num_processes`
+            processes (and `gpus` GPUs) per node, which this step follows to its end
+            (`sasrec.training.trainjob`); needs a `checkpoint_dir` every node reaches.
 
     Raises:
         SASRecError: in a Kubernetes pod without a tracking URI, or with `gpus` and no
@@ -120,7 +125,8 @@ def train_step(
     if num_processes < 0:
         raise SASRecError(f"--nproc must be 0 or 1 (one process) or more, got {num_processes}")
     tracking.require_lasting_store(tracking_uri)
-    if gpus >= 1 and hparams.device != "cpu":
+    on_nodes = nodes is not None and nodes.nodes > 1
+    if gpus >= 1 and hparams.device != "cpu" and not on_nodes:  # the nodes have the GPUs
         require_cuda(gpus)
     require_output_dir(model_dir, schema.TRAIN_STEP)
     sequences = read_sequences(sequences_dir)  # checked before any process or run starts
@@ -129,6 +135,8 @@ def train_step(
         checkpoint_dir or default_checkpoint_dir(model_dir), registered_model_name,
         parent_run_id, trial, pipeline_run_id,
     )  # fmt: skip
+    if on_nodes:
+        return _train_as_trainjob(job, nodes, checkpoint_dir, num_processes, gpus)
     if num_processes > 1 and not distributed.launched_by_torchrun():
         args = ["sasrec.cli", "train", *train_cli_args(job)]
         distributed.relaunch_with_torchrun(num_processes, args)
@@ -143,6 +151,25 @@ def train_step(
             with tracking.registry_errors(job.tracking_uri, "track the training run"):
                 return _train_tracked(job, sequences, training)
         return train_and_save(training, sequences, job.model_dir)[1]
+
+
+def _train_as_trainjob(
+    job: TrainJob,
+    nodes: "NodesRequest",
+    checkpoint_dir: str | Path | None,
+    num_processes: int,
+    gpus: int,
+) -> dict[str, Any]:
+    """This job as a TrainJob of `nodes.nodes` nodes, each running `sasrec train` under torchrun."""
+    from sasrec.training.trainjob import kubernetes_api_client, train_on_nodes
+
+    args = train_cli_args(job)[4:]  # without --sequences and --out: each node has its own
+    args += ["--gpus", str(gpus)] if gpus else []
+    request = nodes.request(job.pipeline_run_id or "", job.trial or 0, max(num_processes, 1))
+    return train_on_nodes(
+        job.sequences_dir, job.model_dir, str(checkpoint_dir) if checkpoint_dir else None,
+        dataclasses.replace(request, args=args), kubernetes_api_client(),
+    )  # fmt: skip
 
 
 def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training") -> dict[str, Any]:

@@ -29,6 +29,7 @@ from sasrec.tensors import length_bucketed_batches, pad_left
 from sasrec.training import distributed
 from sasrec.training.checkpoint import load_checkpoint, save_checkpoint
 from sasrec.training.data_defaults import log_popularity, with_data_dropout
+from sasrec.training.item_rows import BatchRows, SparseItemTable
 from sasrec.training.losses import NextItemObjective, gbce_beta, sample_negatives
 from sasrec.training.preemption import Preempted, StopRequests
 from sasrec.training.state import (
@@ -73,24 +74,28 @@ def train_epoch(
     hparams: HParams,
     generator: torch.Generator,
     num_items: int,
-    after_step: Callable[[], None] | None = None,
+    after_step: Callable[[torch.Tensor | None], None] | None = None,
     resume_from: EpochProgress | None = None,
     stop_requested: Callable[[], bool] = _never,
+    item_table: SparseItemTable | None = None,
 ) -> float:
     """One pass over the training sequences; returns the mean loss over all processes.
 
     Args:
         trainer: `NextItemObjective` (or its DDP wrapper), in train mode.
-        optimizer: Its optimizer.
+        optimizer: Its optimizer (of every weight but the item table's, with `item_table`).
         sequences: (U, max_len + 1) left-padded item sequences, on the model's device.
         lengths: (U,) non-padding items per row (at least 2), on CPU.
         hparams: Batch size, loss and negatives.
         generator: CPU generator for batch order and negative samples; every process draws
             the same numbers and keeps its own rows of each batch.
         num_items: Catalogue size.
-        after_step: Called after every optimizer step (the weight average's update).
+        after_step: Called after every optimizer step (the weight average's update) with
+            the items whose rows the step changed, or None when it changed every row.
         resume_from: An interrupted epoch's progress: the same batch plan, from the next batch.
         stop_requested: Asked after every step (the same answer in every process).
+        item_table: Updates the item rows each batch uses, and only those; None: the
+            optimizer updates the whole item table.
 
     Raises:
         EpochInterrupted: when `stop_requested` says so, with the progress to resume from.
@@ -108,16 +113,21 @@ def train_epoch(
         total_loss += resume_from.loss_sum  # float32 -> float -> float32 is exact
     use_bf16 = device.type == "cuda"
     for index in range(first_batch, len(batches)):
-        batch = _process_share(sequences, lengths, batches[index], hparams, generator, num_items)
-        if batch is None:
+        share = _process_share(
+            sequences, lengths, batches[index], hparams, generator, num_items, item_table
+        )
+        if share is None:
             continue  # every process needs a row
+        rows, batch = share
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = trainer(*batch)
+            loss = trainer(*batch) if rows is None else trainer(*batch, rows.weight, rows.bias)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if rows is not None:
+            item_table.step(rows)
         if after_step is not None:
-            after_step()
+            after_step(None if rows is None else rows.items)
         total_loss += loss.detach()  # no .item(): a GPU would wait for every step
         num_batches += 1
         # Processes agree on stopping through a collective, which waits for the GPU: asked
@@ -138,27 +148,33 @@ def _process_share(
     hparams: HParams,
     generator: torch.Generator,
     num_items: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """This process's (inputs, positives, negatives) of a batch; None when it gets no row.
+    item_table: SparseItemTable | None = None,
+) -> tuple[BatchRows | None, list[torch.Tensor]] | None:
+    """This process's [inputs, positives, negatives] of a batch; None when it gets no row.
 
-    The negatives are drawn for the whole batch in every process, a skipped batch too, so
-    that all processes' generators stay in step.
+    With `item_table`, the item rows of the whole batch come first and the ids number
+    them: every process holds the same rows, so their gradients can be averaged. The
+    negatives are drawn for the whole batch in every process, a skipped batch too, so that
+    all processes' generators stay in step.
     """
     rank, world = distributed.rank_and_world()
     device = sequences.device
     width = int(lengths[rows].max())
     batch = sequences[rows.to(device), -width:]  # (B, W) trimmed to the longest
-    inputs, positives = batch[:, :-1], batch[:, 1:]
     negatives = sample_negatives(
-        hparams.loss, hparams.num_negatives, positives.shape, num_items, generator
-    )
+        hparams.loss, hparams.num_negatives, batch[:, 1:].shape, num_items, generator
+    ).to(device)
+    if world > 1 and len(rows) < world:
+        return None
+    share = [batch[:, :-1], batch[:, 1:], negatives]
+    item_rows = None
+    if item_table is not None:
+        item_rows, share = item_table.gather(*share)
     if world > 1:
-        if len(rows) < world:
-            return None
-        inputs, positives = inputs[rank::world], positives[rank::world]
+        share[0], share[1] = share[0][rank::world], share[1][rank::world]
         if negatives.dim() == 3:
-            negatives = negatives[rank::world]
-    return inputs, positives, negatives.to(device)
+            share[2] = share[2][rank::world]
+    return item_rows, share
 
 
 def training_tensors(train: pl.DataFrame, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -252,15 +268,27 @@ def start_training(
     objective: torch.nn.Module = NextItemObjective(model, hparams.loss, beta)
     if world > 1:
         torch.manual_seed(hparams.seed + rank)  # each process its own dropout masks
+        if sparse_items(hparams):  # the item table gets its gradients outside the model
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                objective, [f"model.{name}" for name in SparseItemTable.PARAMETERS]
+            )
         objective = DistributedDataParallel(objective)
     if hparams.compile:
         objective = torch.compile(objective, dynamic=True)
+    average = weight_average(model, hparams.ema_decay)
+    item_table = SparseItemTable(model, hparams.lr, average) if sparse_items(hparams) else None
+    dense = {
+        name: param
+        for name, param in model.named_parameters()
+        if item_table is None or name not in SparseItemTable.PARAMETERS
+    }
     state = TrainingState(
         model,
-        torch.optim.Adam(model.parameters(), lr=hparams.lr, betas=(0.9, 0.98), fused=True),
+        torch.optim.Adam(dense.values(), lr=hparams.lr, betas=(0.9, 0.98), fused=True),
         torch.Generator().manual_seed(hparams.seed),
         BestSoFar(),
-        weight_average(model, hparams.ema_decay),
+        average,
+        item_table,
     )
     identity = checkpoint_identity(hparams, data_fingerprint(sequences, valid, num_items))
     checkpoint = _readable_checkpoint(checkpoint_path, device) if checkpoint_path else None
@@ -390,8 +418,9 @@ def _train_one_epoch(
     """
     state, hparams = training.state, training.hparams
     epoch_start = time.perf_counter()
-    for group in state.optimizer.param_groups:  # a function of the epoch: resumes exactly
-        group["lr"] = learning_rate(hparams, epoch)
+    for optimizer in state.optimizers:  # the rate is a function of the epoch: resumes exactly
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(hparams, epoch)
     average = state.average
     after_step = partial(average.update_parameters, state.model) if average is not None else None
     device = training.sequences.device
@@ -400,8 +429,10 @@ def _train_one_epoch(
         loss = train_epoch(
             training.objective.train(), state.optimizer, training.sequences, training.lengths,
             hparams, state.generator, state.model.config.num_items, after_step,
-            resume_from, stop_requested,
+            resume_from, stop_requested, state.item_table,
         )  # fmt: skip
+        if state.item_table is not None:  # the weights are validated and kept next
+            state.item_table.finish_epoch()
     except EpochInterrupted as interrupted:
         state.partial = interrupted.progress
         saved = time.perf_counter()
@@ -444,6 +475,11 @@ def _save_checkpoint(training: Training) -> None:
         save_checkpoint(
             training.state.to_checkpoint(training.identity, rng_states), training.checkpoint_path
         )
+
+
+def sparse_items(hparams: HParams) -> bool:
+    """Whether a step updates only the item rows its batch uses (every loss but `ce`)."""
+    return hparams.sparse_item_updates and hparams.loss != "ce"
 
 
 def model_config(num_items: int, hparams: HParams) -> SASRecConfig:
