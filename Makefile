@@ -5,7 +5,7 @@
 #? PIPELINE_YAML   where compile-pipeline writes (build/sasrec_pipeline.yaml); SWEEP_PARALLELISM: trials training at once (4)
 #? IMAGE_REGISTRY  registry prefix of the step images (empty: local names); IMAGE_TAG: their tag
 #? SOURCE, KCORE, HPARAMS  compose-run's source, k-core and hyperparameters
-#? MODEL, PORT     serve's MLflow model URI (e.g. models:/sasrec-games@champion) and port (5001); SERVE_WORKERS (2)
+#? MODEL, PORT     serve's MLflow model URI (e.g. models:/sasrec-games@champion; serve: the last run's) and port (5001); SERVE_WORKERS (2)
 #? COMPOSE_GPU     1: compose-run trains on the host's GPUs; MLFLOW_PORT: compose's MLflow (5000)
 #? KFP_HOST, KFP_NAMESPACE, KFP_EXPERIMENT, KFP_RUN_NAME, KFP_TOKEN  submit's Kubeflow endpoint
 VENV ?= .venv
@@ -52,9 +52,12 @@ MODEL ?=
 PORT ?= 5001
 SERVE_WORKERS ?= 2
 # One torch thread per worker: a request scores a few histories, and workers share the cores.
-serve: install ## [local] Serve MODEL (an MLflow model URI) with `mlflow models serve` on 127.0.0.1:PORT
-	@test -n "$(MODEL)" || { echo "set MODEL, e.g. make serve MODEL=models:/sasrec-games@champion"; exit 2; }
-	PATH=$(abspath $(BIN)):$$PATH OMP_NUM_THREADS=1 $(BIN)/mlflow models serve -m "$(MODEL)" \
+# Without MODEL: the model of the last `make run` (outputs/), in the MLflow store it used.
+serve: install ## [local] Serve MODEL (an MLflow model URI; default: the last `make run`'s) with `mlflow models serve` on 127.0.0.1:PORT
+	@MODEL_URI="$(MODEL)"; \
+	if [ -z "$$MODEL_URI" ]; then found=$$($(BIN)/python -m sasrec.serving.last_run outputs) || exit 2; \
+		eval "$$found"; export MLFLOW_TRACKING_URI; echo "serving $$MODEL_URI from $$MLFLOW_TRACKING_URI"; fi; \
+	PATH=$(abspath $(BIN)):$$PATH OMP_NUM_THREADS=1 $(BIN)/mlflow models serve -m "$$MODEL_URI" \
 		--env-manager local -h 127.0.0.1 -p $(PORT) -w $(SERVE_WORKERS)
 
 serve-mlserver: install mlserver-env ## [local] Serve MODEL with KServe's MLflow runtime (MLServer, V2 protocol) on 127.0.0.1:PORT

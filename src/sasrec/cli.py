@@ -235,7 +235,11 @@ def _add_run_command(commands: argparse._SubParsersAction) -> None:
         "validation NDCG@10 is evaluated (default: one training with --hparams)",
     )
     run.add_argument(
-        "--sweep-parallelism", type=int, default=1, help="trials of a sweep training at once"
+        "--sweep-parallelism",
+        type=int,
+        default=1,
+        help="trials of a sweep training at once on this machine (a cluster's pipeline is "
+        "compiled with $SWEEP_PARALLELISM, default 4)",
     )
     run.add_argument(
         "--register-as",

@@ -420,20 +420,20 @@ class TaskProgress(io.TextIOBase):
 def quiet_summary(output_dir: Path) -> str:
     """The end of `sasrec run`'s output: the headline table and where everything is."""
     from sasrec.data.schema import PROMOTION_FILE
-    from sasrec.evaluation.headline import console_summary
+    from sasrec.evaluation.headline import console_summary, serve_command
     from sasrec.registry.sweep import read_trials
 
     output_dir = output_dir.resolve()
     promotion_file = output_dir / "evaluation" / PROMOTION_FILE
     training = read_json(output_dir / "model" / TRAINING_FILE)
+    decision = read_json(promotion_file) if promotion_file.is_file() else None
     places = {
         "report": str(output_dir / "evaluation" / REPORT_FILE),
         "model": str(output_dir / "model"),
         "MLflow run": f"{training.get('mlflow_run_id')} in {training.get('mlflow_tracking_uri')}",
     }
+    if serve := serve_command(training, decision):
+        places["serve it"] = serve
     return console_summary(
-        read_json(output_dir / METRICS_FILE),
-        read_trials(output_dir / "model"),
-        read_json(promotion_file) if promotion_file.is_file() else None,
-        places,
+        read_json(output_dir / METRICS_FILE), read_trials(output_dir / "model"), decision, places
     )

@@ -35,6 +35,20 @@ def ranking_metrics(
     }
 
 
+Z_95 = 1.959964  # the standard normal's 97.5% quantile: two-sided 95% intervals
+
+
+def confidence_half_width(values: torch.Tensor) -> float:
+    """Half the width of the 95% confidence interval of the mean of `values` (one per user).
+
+    The normal approximation, mean +- 1.96 * sample standard deviation / sqrt(n): test users
+    are many and independent; 0 with fewer than two.
+    """
+    if len(values) < 2:
+        return 0.0
+    return Z_95 * values.double().std(correction=1).item() / len(values) ** 0.5
+
+
 def rank_of_targets(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """0-based rank of each target among its row's scores; ties count against the target.
 

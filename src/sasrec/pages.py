@@ -21,6 +21,8 @@ h3 { font-size: 16px; margin-top: 24px; }
             padding: 8px 20px 12px; }
 .lead { font-size: 17px; }
 .note { color: #57606a; font-size: 13px; }
+.warning { color: #9a3412; background: #fff7ed; border-left: 3px solid #ea580c;
+  padding: 6px 10px; }
 table { border-collapse: collapse; margin: 8px 0; font-variant-numeric: tabular-nums; }
 th { background: #eaeef2; }
 td, th { border: 1px solid #d0d7de; padding: 4px 10px; text-align: left; }

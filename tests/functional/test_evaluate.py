@@ -84,9 +84,11 @@ def test_evaluation_report_metrics_and_baselines(trained, tmp_path):
     page = (tmp_path / "eval" / "report.html").read_text()
     headline = page[page.index('<section class="headline">') : page.index("</section>")]
     assert (
-        f"<td>SASRec</td><td>{metrics['ndcg@10']:.4f}</td><td>{metrics['hit@10']:.4f}</td>"
-        in headline
+        f"<td>SASRec</td><td>{metrics['ndcg@10']:.4f} ±{metrics['ndcg@10_ci95']:.4f}</td>"
+        f"<td>{metrics['hit@10']:.4f} ±{metrics['hit@10_ci95']:.4f}</td>" in headline
     )
+    # 80 test users: the headline says they are too few to tell.
+    assert '<p class="warning"><b>Warning:</b> only 80 test users' in headline
     assert page.index("</section>") < page.index("<img")
     assert parser.tables >= 6
     breakdown = pl.read_csv(tmp_path / "eval" / "breakdowns.csv")

@@ -116,7 +116,11 @@ def test_mlflow_models_serve_answers_in_original_ids(champion, tmp_path):
             ({"dataframe_records": [{"history": ["B0001"]}], "params": {"k": 0}}, "k must be"),
             ({"dataframe_records": [{"history": "B0001"}]}, "must be a list of item ids"),
             ({"dataframe_records": [{"history": [1, 2]}]}, "must hold item id strings"),
-            ({"dataframe_records": [{"items": ["B0001"]}]}, "needs a 'history' column"),
+            (
+                {"dataframe_records": [{"hist": ["B0001"]}]},
+                "needs a 'history' column (item ids, "
+                'oldest first), got none it knows; e.g. {"dataframe_records"',
+            ),
         ):
             bad = requests.post(f"{url}/invocations", json=body)
             assert bad.status_code == 400 and message in bad.json()["message"], bad.text
@@ -189,3 +193,13 @@ def test_a_batch_of_histories_is_one_forward_pass(champion):
     assert batches == [(2, 2)]  # the two readable histories, padded to the longer: one pass
     single = [recommender.recommend([history], k=3)[0] for history in HISTORIES]
     assert [a["item_ids"] for a in answers] == [a["item_ids"] for a in single]
+
+
+def test_serving_the_last_run_without_one_says_what_to_do(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sasrec.serving.last_run", str(tmp_path / "outputs")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().startswith("sasrec serve: error: no model of a local run in ")
+    assert "make serve MODEL=models:/NAME@champion" in result.stderr

@@ -41,10 +41,25 @@ def test_run_from_an_amazon_mirror_logs_one_mlflow_run(
     assert metrics["hit@10"] >= metrics["ndcg@10"]
     # The console leads with the answer: a line per task, then a short table; the task
     # logs (executor inputs and all) are in run.log.
-    assert len(result.stdout.splitlines()) < 15, result.stdout
+    assert len(result.stdout.splitlines()) < 18, result.stdout
     (model_row,) = [line for line in result.stdout.splitlines() if line.startswith("SASRec ")]
-    assert model_row.split()[1:3] == [f"{metrics['ndcg@10']:.4f}", f"{metrics['hit@10']:.4f}"]
+    assert model_row.split()[1:5] == [
+        f"{metrics['ndcg@10']:.4f}", f"±{metrics['ndcg@10_ci95']:.4f}",
+        f"{metrics['hit@10']:.4f}", f"±{metrics['hit@10_ci95']:.4f}",
+    ]  # fmt: skip
     assert "promotion: not registered" in result.stdout
+    # How to serve what was just trained, registered or not: a model URI MLflow loads.
+    (serve,) = [line for line in result.stdout.splitlines() if line.startswith("serve it")]
+    assert f"MLFLOW_TRACKING_URI={mlflow_uri} make serve MODEL=runs:/" in serve
+    printed_uri = serve.split("MODEL=")[1].split()[0]
+    served = mlflow.pyfunc.load_model(printed_uri)
+    assert served.metadata.run_id is not None
+    # `make serve` without MODEL finds the same model, in the same store.
+    last = subprocess.run(
+        [sys.executable, "-m", "sasrec.serving.last_run", "outputs"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert last.stdout.split() == [f"MODEL_URI={printed_uri}", f"MLFLOW_TRACKING_URI={mlflow_uri}"]
     assert "  train          success in" in result.stderr
     assert "Got executor_input" in (tmp_path / "outputs" / "run.log").read_text()
     model_dir = tmp_path / "outputs" / "model"

@@ -8,6 +8,7 @@ from sasrec.data.sources import (
     SASREC_TEXT,
     SourceFile,
     detect_format,
+    parse_amazon_2023,
     resolve_source,
     resolve_source_files,
 )
@@ -97,3 +98,17 @@ def test_unknown_format_is_an_error():
 )
 def test_redact_drops_credentials_and_keeps_the_rest(uri, expected):
     assert redact(uri) == expected
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [("Video_Gamez", "Video_Games"), ("video games", "Video_Games"),
+     ("movies_and_tv", "Movies_and_TV"), ("Nope", None)],
+)  # fmt: skip
+def test_an_unknown_category_says_which_one_was_likely_meant(typed, meant):
+    with pytest.raises(SASRecError) as unknown:
+        parse_amazon_2023(f"amazon2023:{typed}")
+    message = str(unknown.value)
+    assert (f"did you mean {meant!r}?" in message) == (meant is not None)
+    assert ("did you mean" in message) == (meant is not None)
+    assert "the 34 categories: All_Beauty, " in message

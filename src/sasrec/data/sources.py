@@ -1,5 +1,6 @@
 """Where interactions come from: source names, their URLs or paths, and their formats."""
 
+import difflib
 import gzip
 import os
 import re
@@ -70,6 +71,14 @@ class Amazon2023Source:
     split: str = ""  # with a subset: "" or rating_only for the rating-only file, or a split
 
 
+def _did_you_mean(category: str) -> str:
+    """The hint "did you mean 'X'? " for the closest category (case and _ ignored), else ""."""
+    by_key = {name.lower().replace("_", ""): name for name in AMAZON_2023_CATEGORIES}
+    key = category.lower().replace("_", "").replace(" ", "").replace("-", "")
+    close = difflib.get_close_matches(key, by_key, n=1, cutoff=0.6)
+    return f"did you mean {by_key[close[0]]!r}? " if close else ""
+
+
 def parse_amazon_2023(source: str) -> Amazon2023Source | None:
     """The parts of an `amazon2023:` source; None for a URL or a path.
 
@@ -82,7 +91,8 @@ def parse_amazon_2023(source: str) -> Amazon2023Source | None:
     if category not in AMAZON_2023_CATEGORIES:
         raise SASRecError(
             f"unknown Amazon Reviews 2023 category {category!r} in --source {source!r}; "
-            f"valid categories: {', '.join(AMAZON_2023_CATEGORIES)}"
+            f"{_did_you_mean(category)}the {len(AMAZON_2023_CATEGORIES)} categories: "
+            f"{', '.join(AMAZON_2023_CATEGORIES)}"
         )
     subset, _, split = benchmark.partition("/")
     splits = (RATING_ONLY, *BENCHMARK_SPLITS)

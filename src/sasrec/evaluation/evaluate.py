@@ -19,6 +19,7 @@ from sasrec.errors import SASRecError
 from sasrec.evaluation.report import Example, render_report
 from sasrec.inputs import SequenceFiles, read_sequences, require_same_catalogue
 from sasrec.io import atomic_dir, require_complete, require_output_dir
+from sasrec.metrics import METRICS_AT_K, confidence_half_width
 from sasrec.model import SASRec
 from sasrec.registry.sweep import read_trials
 from sasrec.scoring import (
@@ -43,6 +44,14 @@ def beyond_accuracy(
     return {
         f"coverage@{TOP_K}": top_items.unique().numel() / num_items,
         f"mean_popularity@{TOP_K}": popularity[top_items].mean().item(),
+    }
+
+
+def headline_intervals(full_ranks: torch.Tensor) -> dict[str, float]:
+    """Half-widths of the 95% intervals of the headline metrics: `ndcg@10_ci95`, `hit@10_ci95`."""
+    return {
+        f"{name}@{TOP_K}_ci95": confidence_half_width(METRICS_AT_K[name](full_ranks, TOP_K))
+        for name in ("ndcg", "hit")
     }
 
 
@@ -159,10 +168,13 @@ def evaluate_model(
     else:
         test_ranks, valid_ranks = _merged_ranks(score_dirs, sequences)
     scorer_metrics = {
-        name: ranks.metrics() | beyond_accuracy(ranks.top_items, popularity, num_items)
+        name: ranks.metrics()
+        | headline_intervals(ranks.full)
+        | beyond_accuracy(ranks.top_items, popularity, num_items)
         for name, ranks in test_ranks.items()
     }
     metrics = test_ranks["sasrec"].metrics() | valid_ranks.metrics(prefix="val_")
+    metrics |= headline_intervals(test_ranks["sasrec"].full)
     metrics |= beyond_accuracy(test_ranks["sasrec"].top_items, popularity, num_items)
     for name in ("transition", "popularity"):
         metrics |= {f"baseline_{name}_{k}": v for k, v in scorer_metrics[name].items()}

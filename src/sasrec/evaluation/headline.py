@@ -13,13 +13,53 @@ SCORERS = {"SASRec": "", "transition": "baseline_transition_", "popularity": "ba
 COLUMNS = ["", "NDCG@10", "HR@10", "sampled NDCG@10"]
 
 
+def with_interval(metrics: dict[str, float], key: str) -> str | float:
+    """`key`'s value and, when metrics.json has it, its 95% interval: "0.0581 ±0.0024"."""
+    half_width = metrics.get(f"{key}_ci95")
+    return metrics[key] if half_width is None else f"{metrics[key]:.4f} ±{half_width:.4f}"
+
+
 def scorer_rows(metrics: dict[str, float]) -> list[list[Any]]:
     """[scorer, NDCG@10, HR@10, sampled NDCG@10 or ""] for the model and both baselines."""
     return [
-        [name, metrics[f"{prefix}ndcg@10"], metrics[f"{prefix}hit@10"],
-         metrics.get(f"{prefix}sampled_ndcg@10", "")]
+        [name, with_interval(metrics, f"{prefix}ndcg@10"),
+         with_interval(metrics, f"{prefix}hit@10"), metrics.get(f"{prefix}sampled_ndcg@10", "")]
         for name, prefix in SCORERS.items()
     ]  # fmt: skip
+
+
+SMALL_TEST_SET = 1_000  # test users below which the headline says it cannot tell much
+
+
+def warnings(metrics: dict[str, float]) -> list[str]:
+    """What the headline must not let pass quietly: a model that loses, a test set too small.
+
+    A model at or below a baseline on NDCG@10 is flagged with the likely causes; fewer than
+    SMALL_TEST_SET test users, or intervals of the model and a baseline that overlap, are
+    called out as too few to tell.
+    """
+    lines = []
+    model, users = metrics["ndcg@10"], int(metrics.get("num_test_users", 0))
+    losses = [
+        f"{name} {metrics[f'{prefix}ndcg@10']:.4f}"
+        for name, prefix in list(SCORERS.items())[1:]
+        if metrics[f"{prefix}ndcg@10"] >= model
+    ]
+    if losses:
+        lines.append(
+            f"SASRec (NDCG@10 {model:.4f}) does not beat the {' and the '.join(losses)} "
+            "baseline: likely too little data or training for it (few interactions per item "
+            "or user, too few epochs; see the report's history-length breakdown), or data "
+            "whose order says little about the next item"
+        )
+    half_width = metrics.get("ndcg@10_ci95")
+    if users < SMALL_TEST_SET:
+        interval = f" (95% interval of NDCG@10: ±{half_width:.4f})" if half_width else ""
+        lines.append(
+            f"only {users:,} test users{interval}: too few to tell the scorers apart with "
+            "confidence; evaluate on more users"
+        )
+    return lines
 
 
 def sweep_line(trials: list[dict[str, Any]] | None) -> str | None:
@@ -61,6 +101,23 @@ def promotion_line(decision: dict[str, Any] | None) -> str | None:
     return f"{model} registered, {champion} stays champion: {metric} {new:.4f} <= {old:.4f}"
 
 
+def serve_command(training: dict[str, Any], decision: dict[str, Any] | None) -> str | None:
+    """How to serve the run's model: `make serve` with its MLflow model URI (None: no run).
+
+    `runs:/<run id>/model` works registered or not; a registered model also has
+    `models:/<name>/<version>`. Both take the run's tracking URI, given first.
+    """
+    run_id = training.get("mlflow_run_id")
+    if not run_id:
+        return None
+    uris = [f"runs:/{run_id}/model"]
+    if decision and decision.get("version"):
+        uris.append(f"models:/{decision['registered_model_name']}/{decision['version']}")
+    store = training.get("mlflow_tracking_uri")
+    prefix = f"MLFLOW_TRACKING_URI={store} " if store else ""
+    return f"{prefix}make serve MODEL={uris[0]}" + "".join(f"  (or {uri})" for uri in uris[1:])
+
+
 def console_table(rows: list[list[Any]]) -> str:
     """Rows under COLUMNS, aligned, floats with 4 decimals."""
     cells = [COLUMNS] + [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r] for r in rows]
@@ -80,9 +137,10 @@ def console_summary(
     """What `sasrec run` prints last: the table, sweep and promotion, then where things are."""
     lines = ["", "Test users, full catalogue (sampled: 100 random negatives, as in the paper)"]
     lines.append(console_table(scorer_rows(metrics)))
+    lines += [f"warning: {line}" for line in warnings(metrics)]
     for label, line in (("sweep", sweep_line(trials)), ("promotion", promotion_line(decision))):
         if line:
             lines.append(f"{label}: {line}")
-    width = max(map(len, places))
+    width = max(map(len, places), default=0)
     lines += [f"{name.ljust(width)}  {place}" for name, place in places.items()]
     return "\n".join(lines)

@@ -8,7 +8,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import polars as pl
 
-from sasrec.evaluation.headline import COLUMNS, promotion_line, scorer_rows, sweep_line
+from sasrec.evaluation.headline import COLUMNS, promotion_line, scorer_rows, sweep_line, warnings
 from sasrec.metrics import KS
 from sasrec.pages import figure_html, html_page, table_html
 
@@ -133,6 +133,10 @@ def _headline_section(
         "<h1>SASRec evaluation report</h1>",
         '<section class="headline">',
         f'<p class="lead">{html.escape(lead)}</p>',
+        *[
+            f'<p class="warning"><b>Warning:</b> {html.escape(line)}</p>'
+            for line in warnings(metrics)
+        ],
         table_html(COLUMNS, scorer_rows(metrics)),
         '<p class="note">Test users, full catalogue, history excluded; sampled: among 100 '
         "random items the user never had, as in the paper (it overstates quality).</p>",

@@ -150,7 +150,13 @@ def histories_from(rows: Any) -> list[list[str]]:
         BadRequest: without a `history` column, or for a history that is not a list of strings.
     """
     if HISTORY not in rows.columns:
-        raise BadRequest(f"the request needs a {HISTORY!r} column, got {list(rows.columns)}")
+        # MLflow drops the columns the model's signature does not name before the model sees
+        # the request: a {"hist": ...} arrives with no column at all.
+        got = f"got {list(rows.columns)}" if len(rows.columns) else "got none it knows"
+        raise BadRequest(
+            f"the request needs a {HISTORY!r} column (item ids, oldest first), {got}; e.g. "
+            f'{{"dataframe_records": [{{"{HISTORY}": ["B0001", "B0002"]}}]}}'
+        )
     return [_history(value, row) for row, value in enumerate(rows[HISTORY].tolist())]
 
 

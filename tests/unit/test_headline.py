@@ -1,0 +1,50 @@
+"""The headline: intervals beside the metrics, and warnings a user cannot miss."""
+
+import math
+import statistics
+
+import torch
+
+from sasrec.evaluation.evaluate import headline_intervals
+from sasrec.evaluation.headline import console_summary, warnings
+from sasrec.metrics import confidence_half_width
+
+
+def test_the_95_percent_interval_of_ndcg_and_hit_on_a_case_worked_by_hand():
+    ranks = torch.tensor([0, 1, 20, 5, 9, 10])  # two outside the top 10
+    ndcg = [1.0, 1 / math.log2(3), 0.0, 1 / math.log2(7), 1 / math.log2(11), 0.0]
+    hits = [1, 1, 0, 1, 1, 0]
+    intervals = headline_intervals(ranks)
+    for key, values in (("ndcg@10_ci95", ndcg), ("hit@10_ci95", hits)):
+        expected = 1.959964 * statistics.stdev(values) / math.sqrt(len(values))
+        assert math.isclose(intervals[key], expected, rel_tol=1e-6), key
+    assert math.isclose(intervals["hit@10_ci95"], 1.959964 * math.sqrt(4 / 15) / math.sqrt(6))
+    assert confidence_half_width(torch.tensor([0.5])) == 0.0
+
+
+def metrics(model: float, transition: float, popularity: float, users: int) -> dict:
+    values = {"ndcg@10": model, "baseline_transition_ndcg@10": transition,
+              "baseline_popularity_ndcg@10": popularity, "num_test_users": float(users),
+              "ndcg@10_ci95": 0.031}  # fmt: skip
+    for prefix in ("", "baseline_transition_", "baseline_popularity_"):
+        values[f"{prefix}hit@10"] = 0.1
+    return values
+
+
+def test_a_model_that_loses_to_a_baseline_is_flagged_with_the_likely_cause():
+    (losing,) = warnings(metrics(0.0180, 0.0120, 0.0480, users=50_000))
+    assert losing.startswith("SASRec (NDCG@10 0.0180) does not beat the popularity 0.0480")
+    assert "likely too little data or training" in losing
+    assert warnings(metrics(0.0581, 0.0443, 0.0099, users=30_901)) == []
+
+
+def test_a_small_test_set_is_called_small_with_its_interval():
+    (small,) = warnings(metrics(0.30, 0.20, 0.10, users=90))
+    assert small.startswith("only 90 test users (95% interval of NDCG@10: ±0.0310)")
+
+
+def test_the_console_shows_each_metric_with_its_interval_and_the_warnings():
+    summary = console_summary(metrics(0.0180, 0.0120, 0.0480, users=90), None, None, {})
+    model_row = next(line for line in summary.splitlines() if line.startswith("SASRec"))
+    assert "0.0180 ±0.0310" in model_row
+    assert sum(line.startswith("warning: ") for line in summary.splitlines()) == 2
