@@ -147,7 +147,10 @@ def test_an_outage_past_the_allowance_keeps_the_training_and_the_rerun_only_logs
     assert checkpoint_epoch(checkpoint) == HPARAMS["max_epochs"]  # the whole training is kept
 
     mlflow_server.start()
-    rerun_stderr = rerun_job(sequences_dir, tmp_path, mlflow_server.uri, env)
+    # The rerun has a server that answers: a loaded machine must not turn its slow first
+    # answers into a second outage.
+    patient = env | {"SASREC_MLFLOW_OUTAGE_SECONDS": "120"}
+    rerun_stderr = rerun_job(sequences_dir, tmp_path, mlflow_server.uri, patient)
     assert f"after epoch {HPARAMS['max_epochs']}" in rerun_stderr  # nothing trained again
     client = MlflowClient(mlflow_server.uri)
     run_id = json.loads((tmp_path / "model" / "training.json").read_text())["mlflow_run_id"]

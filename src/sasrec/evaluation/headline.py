@@ -135,7 +135,11 @@ def console_summary(
     places: dict[str, str],
 ) -> str:
     """What `sasrec run` prints last: the table, sweep and promotion, then where things are."""
-    lines = ["", "Test users, full catalogue (sampled: 100 random negatives, as in the paper)"]
+    lines = [
+        "",
+        "Test users, full catalogue (sampled: 100 random negatives, as in the paper; "
+        "±: 95% interval)",
+    ]
     lines.append(console_table(scorer_rows(metrics)))
     lines += [f"warning: {line}" for line in warnings(metrics)]
     for label, line in (("sweep", sweep_line(trials)), ("promotion", promotion_line(decision))):

@@ -139,7 +139,8 @@ def _headline_section(
         ],
         table_html(COLUMNS, scorer_rows(metrics)),
         '<p class="note">Test users, full catalogue, history excluded; sampled: among 100 '
-        "random items the user never had, as in the paper (it overstates quality).</p>",
+        "random items the user never had, as in the paper (it overstates quality); ±: the 95% "
+        "confidence interval over test users.</p>",
         *notes,
         "</section>",
     ]
