@@ -19,7 +19,7 @@ import re
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -320,7 +320,7 @@ def train_on_nodes(
     written = [storage.join(staged, name) for name in storage.put_dir(sequences_dir, staged)]
     node_args = ["train-node", "--sequences", str(staged), "--out", str(model_uri)]
     node_args += ["--nproc", str(request.processes_per_node), "--", *request.args]
-    manifest = trainjob_manifest(_with_args(request, node_args))
+    manifest = trainjob_manifest(replace(request, args=node_args))
     run_trainjob(api_client, manifest, poll_seconds)
     with atomic_dir(model_dir, schema.TRAIN_STEP) as tmp:
         fetched = storage.get_dir(model_uri, tmp)
@@ -331,12 +331,6 @@ def train_on_nodes(
     for folder in sorted(folders, key=len, reverse=True):  # the deepest first
         storage.remove_empty_dir(folder)
     return read_json(Path(model_dir) / TRAINING_FILE)
-
-
-def _with_args(request: TrainJobRequest, args: list[str]) -> TrainJobRequest:
-    from dataclasses import replace
-
-    return replace(request, args=args)
 
 
 def train_node(
