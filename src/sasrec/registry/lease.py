@@ -36,6 +36,23 @@ def _holder(client: Any, name: str) -> tuple[str, float] | None:
         return None  # not a lease of ours: take it over
 
 
+# What a SQL store answers when two runs insert the same tag at the same moment (sqlite,
+# PostgreSQL, MySQL): the other run's write won, which the read-back then finds.
+CONCURRENT_WRITE = ("IntegrityError", "UNIQUE constraint", "duplicate key", "Duplicate entry")
+
+
+def _write_lease(client: Any, name: str, value: str) -> None:
+    """Write the lease tag; a write that lost a race with another run's is not an error."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_registered_model_tag(name, LEASE_TAG, value)
+    except MlflowException as err:
+        if not any(sign in str(err) for sign in CONCURRENT_WRITE):
+            raise
+        log.info("another run wrote the promotion lease of %s at the same moment", name)
+
+
 @contextlib.contextmanager
 def registry_lease(
     client: Any,
@@ -62,7 +79,7 @@ def registry_lease(
     while True:
         holder = _holder(client, name)
         if holder is None or holder[1] < time.time():
-            client.set_registered_model_tag(name, LEASE_TAG, f"{owner} {time.time() + ttl_s:.3f}")
+            _write_lease(client, name, f"{owner} {time.time() + ttl_s:.3f}")
             time.sleep(settle_s)
             holder = _holder(client, name)
             if holder is not None and holder[0] == owner:
