@@ -18,6 +18,14 @@ WEIGHTS_FILE = "model.pt"
 TRAINING_FILE = "training.json"
 POPULAR_FILE = "popular_items.json"
 MODEL_DIR_ARTIFACT = "model_dir"  # its name among an MLflow run's and logged model's artifacts
+SERVING_MODEL_NAME = "model"  # the MLflow model a training run logs: runs:/<run id>/model
+
+
+def run_model_uri(run_id: str) -> str:
+    """The MLflow URI of the model a training run logged, registered or not."""
+    return f"runs:/{run_id}/{SERVING_MODEL_NAME}"
+
+
 # Evaluation, promotion and recommendations.
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"

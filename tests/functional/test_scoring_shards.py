@@ -98,3 +98,11 @@ def test_shards_are_whole_blocks_covering_every_row_once(num_rows, block, shards
     assert all(r.start % block == 0 for r in ranges)
     sizes = [len(r) for r in ranges]
     assert max(sizes) - min(sizes) <= block * (1 + (num_rows % block > 0))
+
+
+def test_fewer_than_one_scoring_shard_is_a_one_line_error():
+    from sasrec.evaluation.step import scoring_shards
+
+    assert scoring_shards(3) == [0, 1, 2]
+    with pytest.raises(SASRecError, match=r"^scoring_shards must be at least 1, got 0$"):
+        scoring_shards(0)

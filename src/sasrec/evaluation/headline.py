@@ -7,6 +7,7 @@ sampled figure beside it, the winner of a sweep and the promotion decision.
 import json
 from typing import Any
 
+from sasrec.filenames import run_model_uri
 from sasrec.registry.sweep import trained, winner
 
 SCORERS = {"SASRec": "", "transition": "baseline_transition_", "popularity": "baseline_popularity_"}
@@ -110,7 +111,7 @@ def serve_command(training: dict[str, Any], decision: dict[str, Any] | None) -> 
     run_id = training.get("mlflow_run_id")
     if not run_id:
         return None
-    uris = [f"runs:/{run_id}/model"]
+    uris = [run_model_uri(run_id)]
     if decision and decision.get("version"):
         uris.append(f"models:/{decision['registered_model_name']}/{decision['version']}")
     store = training.get("mlflow_tracking_uri")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from sasrec.errors import SASRecError, exit_on_error
-from sasrec.filenames import TRAINING_FILE
+from sasrec.filenames import TRAINING_FILE, run_model_uri
 from sasrec.io import read_json
 
 
@@ -31,7 +31,7 @@ def last_run_model(output_dir: str | Path) -> tuple[str, str]:
     run_id, store = training.get("mlflow_run_id"), training.get("mlflow_tracking_uri")
     if not run_id or not store:
         raise SASRecError(f"{training_file} names no MLflow run: set MODEL to a model URI")
-    return f"runs:/{run_id}/model", store
+    return run_model_uri(run_id), store
 
 
 def main(argv: list[str] | None = None) -> int:

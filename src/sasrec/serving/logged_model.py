@@ -6,7 +6,7 @@ MLflow is imported inside the function, as everywhere in the library.
 from pathlib import Path
 
 import sasrec
-from sasrec.filenames import MODEL_DIR_ARTIFACT
+from sasrec.filenames import MODEL_DIR_ARTIFACT, SERVING_MODEL_NAME
 from sasrec.serving.recommender import DEFAULT_K, HISTORY, Recommender
 
 
@@ -49,7 +49,7 @@ def log_recommender_model(model_dir: Path, registered_model_name: str | None = N
     )  # fmt: skip
     example = pd.DataFrame({HISTORY: [recommender.item_ids[1:4]]})  # three known items
     info = mlflow.pyfunc.log_model(
-        name="model",
+        name=SERVING_MODEL_NAME,
         python_model=str(package_dir / "serving" / "serving_model.py"),
         artifacts={MODEL_DIR_ARTIFACT: str(model_dir)},
         code_paths=[str(package_dir)],

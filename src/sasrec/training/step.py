@@ -163,7 +163,7 @@ def _train_as_trainjob(
     """This job as a TrainJob of `nodes.nodes` nodes, each running `sasrec train` under torchrun."""
     from sasrec.training.trainjob import kubernetes_api_client, train_on_nodes
 
-    args = train_cli_args(job)[4:]  # without --sequences and --out: each node has its own
+    args = train_flags(job)  # each node has its own --sequences and --out
     args += ["--gpus", str(gpus)] if gpus else []
     request = nodes.request(job.pipeline_run_id or "", job.trial or 0, max(num_processes, 1))
     return train_on_nodes(
@@ -267,8 +267,12 @@ def _resumable_run(tracking_uri: str | None, run_file: str | Path) -> str | None
 
 def train_cli_args(job: TrainJob) -> list[str]:
     """The `sasrec train` arguments that run this same job in each torchrun worker."""
-    args = ["--sequences", str(job.sequences_dir), "--out", str(job.model_dir)]
-    args += ["--hparams", json.dumps(overrides_of(job.hparams))]
+    return ["--sequences", str(job.sequences_dir), "--out", str(job.model_dir), *train_flags(job)]
+
+
+def train_flags(job: TrainJob) -> list[str]:
+    """`train_cli_args` without the input and output folders."""
+    args = ["--hparams", json.dumps(overrides_of(job.hparams))]
     args += ["--experiment", job.experiment, "--checkpoint-dir", str(job.checkpoint_dir)]
     for flag, value in (
         ("--tracking-uri", job.tracking_uri),
