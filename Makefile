@@ -5,6 +5,8 @@
 #? PIPELINE_YAML   where compile-pipeline writes (build/sasrec_pipeline.yaml); SWEEP_PARALLELISM: trials training at once (4)
 #? IMAGE_REGISTRY  registry prefix of the step images (empty: local names); IMAGE_TAG: their tag
 #? SOURCE, KCORE, HPARAMS  compose-run's source, k-core and hyperparameters
+#? SMOKE_DIR, SMOKE_OUT  where smoke writes its synthetic reviews (build/smoke) and its run (outputs/smoke)
+#? MLFLOW_UI_PORT  mlflow-ui's port (5000)
 #? MODEL, PORT     serve's MLflow model URI (e.g. models:/sasrec-games@champion; serve: the last run's) and port (5001); SERVE_WORKERS (2)
 #? COMPOSE_GPU     1: compose-run trains on the host's GPUs; MLFLOW_PORT: compose's MLflow (5000)
 #? KFP_HOST, KFP_NAMESPACE, KFP_EXPERIMENT, KFP_RUN_NAME, KFP_TOKEN  submit's Kubeflow endpoint
@@ -17,7 +19,7 @@ PIPELINE_YAML ?= build/sasrec_pipeline.yaml
 LOCK_DIR := docker/requirements
 
 .DEFAULT_GOAL := help
-.PHONY: help install mlserver-env serve serve-mlserver run smoke test test-long lint format compile-pipeline clean wheels images push lock \
+.PHONY: help install mlserver-env serve serve-mlserver mlflow-ui run smoke test test-long lint format compile-pipeline clean wheels images push lock \
 	compose-run compose-down run-docker submit test-servers test-docker test-docker-run
 
 help: ## [local] List the targets by group, and the variables they read
@@ -65,15 +67,26 @@ serve-mlserver: install mlserver-env ## [local] Serve MODEL with KServe's MLflow
 	$(BIN)/python -m sasrec.serving.deploy "$(MODEL)" build/mlserver --port $(PORT)
 	PATH=$(abspath $(MLSERVER_VENV)/bin):$$PATH OMP_NUM_THREADS=1 $(MLSERVER_VENV)/bin/mlserver start build/mlserver
 
+MLFLOW_UI_PORT ?= 5000
+# The store of local runs, or $MLFLOW_TRACKING_URI's. Open the link `sasrec run` prints under
+# "MLflow UI": it lands on training runs (MLflow 3 opens on its GenAI pages otherwise).
+mlflow-ui: install ## [local] The MLflow UI on 127.0.0.1:MLFLOW_UI_PORT over the local runs' store
+	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+		-h 127.0.0.1 -p $(MLFLOW_UI_PORT)
+
 run: install ## [local] Run the whole pipeline locally (KFP local runner) into outputs/; ARGS="..." adds flags
 	$(BIN)/sasrec run --output-dir outputs $(ARGS)
 
-SMOKE_DIR := build/smoke
-smoke: install ## [local] A two-minute end-to-end run on 50,000 synthetic reviews (no download) into outputs/smoke/
+SMOKE_DIR ?= build/smoke
+SMOKE_OUT ?= outputs/smoke
+# Reviews that follow series (bench/synthetic_reviews.py --sequential): an order a model can
+# learn, so the run must end with SASRec clearly above both baselines, or the target fails.
+smoke: install ## [local] A two-minute end-to-end run on 100,000 synthetic reviews (no download) into outputs/smoke/
 	$(BIN)/python bench/synthetic_reviews.py --out $(SMOKE_DIR)/Video_Games.jsonl.gz \
-		--reviews 50000 --users 5000 --items 2000
-	$(BIN)/sasrec run --source $(SMOKE_DIR)/Video_Games.jsonl.gz --kcore 2 --output-dir outputs/smoke \
-		--hparams '{"max_epochs": 5, "eval_every": 1}' $(ARGS)
+		--reviews 100000 --users 2000 --items 1000 --sequential 0.5
+	$(BIN)/sasrec run --source $(SMOKE_DIR)/Video_Games.jsonl.gz --kcore 2 --output-dir $(SMOKE_OUT) \
+		--hparams '{"max_epochs": 40}' $(ARGS)
+	$(BIN)/python -m sasrec.evaluation.headline $(SMOKE_OUT)/evaluation/metrics.json
 
 test: install mlserver-env ## [development] Run the tests (Docker, MLflow-server, long multi-process and GPU tests are opt-in markers)
 	$(BIN)/pytest -m "not docker and not gpu and not server and not long" $(PYTEST_ARGS)

@@ -11,6 +11,13 @@ so JSON parsing costs what it costs on the real file. The text is cut from a lon
 of Zipf-distributed words (no repeated lines, so gzip compresses it as it does prose).
 Written in chunks through `gzip -6` (`pigz -6`, the same deflate on every core, when it is
 installed), so memory stays bounded.
+
+By default the items are drawn independently of each other: no model can beat popularity
+there. `--sequential P` (what `make smoke` uses) gives the data an order worth learning:
+the items are cut into series of `SERIES_LENGTH`, each user follows one series, and each
+review is, with probability P, the user's next title in it (one to three steps on), else a
+popular item. An item's successor then depends on the user's series, not on the last item
+alone, so a model of the whole history can beat both baselines (see `series_items`).
 """
 
 import argparse
@@ -25,6 +32,7 @@ import polars as pl
 FIRST_MS = 915_148_800_000  # 1999-01-01
 LAST_MS = 1_694_000_000_000  # 2023-09
 CHUNK_ROWS = 400_000
+SERIES_LENGTH = 40  # titles of a series; a user's next one is 1-3 steps on, wrapping round
 
 
 def zipf_weights(n: int, exponent: float) -> np.ndarray:
@@ -46,17 +54,64 @@ def lengths(rng: np.random.Generator, n: int, mu: float, sigma: float, cap: int)
     return np.clip(rng.lognormal(mu, sigma, n).astype(np.int64), 1, cap)
 
 
+def review_times(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Epoch milliseconds; recent years weigh more, as on Amazon (exponential back from the end)."""
+    age = np.minimum(rng.exponential(0.25, n), 1.0)
+    return (LAST_MS - age * (LAST_MS - FIRST_MS)).astype(np.int64)
+
+
+def series_items(
+    rng: np.random.Generator,
+    users: np.ndarray,
+    timestamps: np.ndarray,
+    num_items: int,
+    follow: float,
+) -> np.ndarray:
+    """Items of reviews whose order carries signal: each user walks one series (see module doc).
+
+    A user's position in their series advances at every review, also at the popular
+    (off-series) ones, so after an off-series review the last item says nothing of the next
+    and only the history does. Loops over review positions within users (as many as the
+    longest history), each step vectorized over the users that long.
+    """
+    n = len(users)
+    order = np.lexsort((timestamps, users))  # each user's reviews, oldest first
+    sorted_users = users[order]
+    first = np.r_[True, sorted_users[1:] != sorted_users[:-1]]
+    run_starts = np.flatnonzero(first)
+    position = np.arange(n) - np.repeat(run_starts, np.diff(np.r_[run_starts, n]))
+    series_of = rng.permutation(num_items)  # series s holds series_of[s*L : (s+1)*L]
+    num_series = max(num_items // SERIES_LENGTH, 1)
+    length = min(SERIES_LENGTH, num_items)
+    place = np.empty(n, dtype=np.int64)  # the index in series_of of each review's series title
+    for depth in range(int(position.max()) + 1):
+        rows = np.flatnonzero(position == depth)
+        if depth == 0:
+            series = rng.integers(0, num_series, len(rows))
+            place[rows] = series * length + rng.integers(0, length, len(rows))
+        else:
+            previous = place[rows - 1]
+            series, offset = previous // length, previous % length
+            place[rows] = series * length + (offset + rng.integers(1, 4, len(rows))) % length
+    popular = rng.choice(num_items, n, p=zipf_weights(num_items, 1.0))
+    sorted_items = np.where(rng.random(n) < follow, series_of[place], popular)
+    items = np.empty(n, dtype=np.int64)
+    items[order] = sorted_items
+    return items
+
+
 def chunk_frame(
-    rng: np.random.Generator, users: np.ndarray, items: np.ndarray, text: str
+    rng: np.random.Generator,
+    users: np.ndarray,
+    items: np.ndarray,
+    timestamps: np.ndarray,
+    text: str,
 ) -> pl.DataFrame:
     n = len(users)
     title_len = lengths(rng, n, 2.89, 0.78, 200)
     text_len = lengths(rng, n, 5.08, 1.70, 20_000)
     starts = rng.integers(0, len(text) - 20_001, n)
     title_starts = rng.integers(0, len(text) - 201, n)
-    # Recent years weigh more, as on Amazon: an exponential back from the last day.
-    age = np.minimum(rng.exponential(0.25, n), 1.0)
-    timestamps = (LAST_MS - age * (LAST_MS - FIRST_MS)).astype(np.int64)
     image_url = "https://m.media-amazon.com/images/I/71{}._SL1600_.jpg"
     images = [
         [
@@ -88,12 +143,18 @@ def chunk_frame(
     )
 
 
-def generate(out: Path, num_reviews: int, num_users: int, num_items: int, seed: int) -> None:
+def generate(
+    out: Path, num_reviews: int, num_users: int, num_items: int, seed: int, sequential: float = 0.0
+) -> None:
     rng = np.random.default_rng(seed)
     # Every user reviews once; the rest of the reviews go to users by a power law.
     extra = rng.choice(num_users, num_reviews - num_users, p=zipf_weights(num_users, 0.9))
     users = rng.permutation(np.concatenate([np.arange(num_users), extra]))
-    items = rng.choice(num_items, num_reviews, p=zipf_weights(num_items, 1.0))
+    timestamps = review_times(rng, num_reviews)
+    if sequential:
+        items = series_items(rng, users, timestamps, num_items, sequential)
+    else:
+        items = rng.choice(num_items, num_reviews, p=zipf_weights(num_items, 1.0))
     text = word_stream(rng, 64 << 20)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -103,7 +164,9 @@ def generate(out: Path, num_reviews: int, num_users: int, num_items: int, seed: 
         for start in range(0, num_reviews, CHUNK_ROWS):
             stop = min(start + CHUNK_ROWS, num_reviews)
             compress.stdin.write(
-                chunk_frame(rng, users[start:stop], items[start:stop], text).write_ndjson().encode()
+                chunk_frame(rng, users[start:stop], items[start:stop], timestamps[start:stop], text)
+                .write_ndjson()
+                .encode()
             )
             print(f"{stop:,} of {num_reviews:,} reviews", flush=True)
         compress.stdin.close()
@@ -119,9 +182,15 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2_800_000)
     parser.add_argument("--items", type=int, default=137_200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sequential", type=float, default=0.0, metavar="P",
+        help="share of reviews that follow the user's series (0: items drawn independently)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if not 0.0 <= args.sequential <= 1.0:
+        parser.error(f"--sequential {args.sequential}: a probability, from 0 to 1")
     started = time.perf_counter()
-    generate(args.out, args.reviews, args.users, args.items, args.seed)
+    generate(args.out, args.reviews, args.users, args.items, args.seed, args.sequential)
     size = args.out.stat().st_size
     print(f"wrote {args.out} ({size / 1e9:.2f} GB) in {time.perf_counter() - started:.0f} s")
 

@@ -59,6 +59,7 @@ POD_TMPFS = {"/tmp": "rw,exec,size=8g"}  # the only writable place besides the p
 SECRET_VARIABLES = MLFLOW_CREDENTIALS + STORAGE_CREDENTIALS
 MLFLOW_SERVER_WAIT_SECONDS = 90.0
 RUN_LOG = "run.log"  # in the output dir, without --verbose: everything the local runner printed
+MLFLOW_UI_PORT = 5000  # the Makefile's mlflow-ui default
 OUTPUT_FOLDERS = {"model": TRAIN_STEP, "evaluation": EVALUATE_STEP}  # in the output dir
 PARAMETERS_WITH_FLAGS = {  # pipeline parameter -> how `sasrec run` sets it
     "source": "--source", "amazon_base_url": "--amazon-base-url", "hparams": "--hparams",
@@ -196,7 +197,8 @@ def _collect_outputs(run: Any, output_dir: Path) -> dict[str, Any]:
             shutil.copytree(run.outputs[name].path, tmp, dirs_exist_ok=True)
     metrics = read_json(output_dir / "evaluation" / METRICS_FILE)
     write_json(metrics, output_dir / METRICS_FILE)
-    recommendations = _latest_recommendations(output_dir / "pipeline_root")
+    merged = f"merge-recommendations/recommendations/{RECOMMENDATIONS_FILE}"
+    recommendations = _latest_task_output(output_dir / "pipeline_root", merged)
     if recommendations:
         with atomic_path(output_dir / recommendations.name) as tmp:
             shutil.copyfile(recommendations, tmp)
@@ -328,16 +330,13 @@ def _task_visible_path(source: Path, pipeline_root: Path, runner: str) -> str:
     return str(inputs_dir / source.name)
 
 
-def _latest_recommendations(pipeline_root: Path) -> Path | None:
-    """The recommendations file of the newest local run, or None.
+def _latest_task_output(pipeline_root: Path, task_file: str) -> Path | None:
+    """`task_file` (task/output/file) of the newest local run, or None.
 
-    A conditional task's output cannot be a pipeline output, so it is looked up where the
-    local runner writes task outputs.
+    For outputs that are not the pipeline's (a conditional task's cannot be), looked up
+    where the local runner writes task outputs.
     """
-    found = sorted(
-        pipeline_root.glob(f"*/merge-recommendations/recommendations/{RECOMMENDATIONS_FILE}"),
-        key=lambda path: path.stat().st_mtime,
-    )
+    found = sorted(pipeline_root.glob(f"*/{task_file}"), key=lambda path: path.stat().st_mtime)
     return found[-1] if found else None
 
 
@@ -417,6 +416,23 @@ class TaskProgress(io.TextIOBase):
             self.recent.append(line.strip())
 
 
+def mlflow_ui_line(training: dict[str, Any]) -> str | None:
+    """Where to see the run in the MLflow UI (None for a model of no known experiment).
+
+    A tracking server has the page itself; a local store needs `make mlflow-ui` first.
+    """
+    from sasrec import tracking
+
+    run_id, experiment_id = training.get("mlflow_run_id"), training.get("mlflow_experiment_id")
+    store = training.get("mlflow_tracking_uri", "")
+    if not (run_id and experiment_id):
+        return None
+    if store.startswith(("http://", "https://")):
+        return tracking.ui_link(store, experiment_id, run_id)
+    local = tracking.ui_link(f"http://127.0.0.1:{MLFLOW_UI_PORT}", experiment_id, run_id)
+    return f"make mlflow-ui, then {local}"
+
+
 def quiet_summary(output_dir: Path) -> str:
     """The end of `sasrec run`'s output: the headline table and where everything is."""
     from sasrec.data.schema import PROMOTION_FILE
@@ -427,11 +443,17 @@ def quiet_summary(output_dir: Path) -> str:
     promotion_file = output_dir / "evaluation" / PROMOTION_FILE
     training = read_json(output_dir / "model" / TRAINING_FILE)
     decision = read_json(promotion_file) if promotion_file.is_file() else None
+    sequences_report = _latest_task_output(
+        output_dir / "pipeline_root", f"sequences/sequences/{REPORT_FILE}"
+    )
     places = {
         "report": str(output_dir / "evaluation" / REPORT_FILE),
+        "data report": str(sequences_report or "none (no sequences step in this output dir)"),
         "model": str(output_dir / "model"),
         "MLflow run": f"{training.get('mlflow_run_id')} in {training.get('mlflow_tracking_uri')}",
     }
+    if link := mlflow_ui_line(training):
+        places["MLflow UI"] = link
     if serve := serve_command(training, decision):
         places["serve it"] = serve
     return console_summary(

@@ -3,6 +3,7 @@
 import base64
 import html
 import io
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -51,6 +52,28 @@ def table_html(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+# Where KFP mounts an artifact store in a task's pod, and the store's own URI scheme.
+KFP_MOUNTS = {"/gcs/": "gs://", "/s3/": "s3://", "/minio/": "minio://"}
+
+
+def artifact_link(path: Path, text: str) -> str:
+    """A link to a file that a pipeline task read, reachable from wherever the page is read.
+
+    Locally a file:// link; in a KFP pod the file sits on the artifact store's mount, so
+    the link is the Cloud Storage console's for gs://, and the object's URI, as text, for
+    S3 and MinIO (which have no browser URL of their own).
+    """
+    path = Path(path).resolve()
+    for mount, scheme in KFP_MOUNTS.items():
+        if str(path).startswith(mount):
+            rest = str(path)[len(mount) :]
+            if scheme == "gs://":
+                url = f"https://storage.cloud.google.com/{rest}"
+                return f'<a href="{html.escape(url)}">{html.escape(text)}</a>'
+            return f"{html.escape(text)} (<code>{html.escape(scheme + rest)}</code>)"
+    return f'<a href="{html.escape(path.as_uri())}">{html.escape(text)}</a>'
 
 
 def html_page(title: str, sections: list[str]) -> str:

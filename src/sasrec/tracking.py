@@ -6,6 +6,7 @@ MLflow is imported inside functions so that the library imports without it.
 import contextlib
 import logging
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -101,9 +102,98 @@ def require_lasting_store(tracking_uri: str | None) -> None:
         )
 
 
-def mlflow_key(name: str) -> str:
-    """MLflow metric names allow no `@`: `ndcg@10` becomes `ndcg_at_10`."""
+# The sections of a run's metrics in the MLflow UI (it groups charts by the part before "/"):
+# a prefix of a training metric's name, and the section it goes to.
+TRAINING_SECTIONS = (
+    ("best_val_", "val/best_"),  # training.json's best validation figures
+    ("val_", "val/"),  # every validation pass
+    ("train_", "train/"),
+    ("epoch_", "train/epoch_"),
+)
+# The same for the evaluation's metrics.json; the rest are the model's test figures. The UI
+# orders sections by name: test, its baselines and protocols, then train, val, val_final.
+EVALUATION_SECTIONS = (
+    ("baseline_popularity_", "test_baseline_popularity/"),
+    ("baseline_transition_", "test_baseline_transition/"),
+    ("num_test_users", "test/num_users"),
+    ("num_valid_users", "val_final/num_users"),
+    ("val_", "val_final/"),  # the final model on every validation user
+    ("sampled_", "test_sampled/"),
+    ("popsampled_", "test_popsampled/"),
+    ("", "test/"),
+)
+
+
+def mlflow_key(name: str, sections: tuple[tuple[str, str], ...] = TRAINING_SECTIONS) -> str:
+    """A metric's MLflow name: in its section of the run page, with no `@` (MLflow allows none).
+
+    `val_ndcg@10` becomes `val/ndcg_at_10`; with EVALUATION_SECTIONS, `ndcg@10` becomes
+    `test/ndcg_at_10` and `baseline_popularity_hit@10` `test_baseline_popularity/hit_at_10`.
+    """
+    for prefix, section in sections:
+        if name.startswith(prefix):
+            name = section + name[len(prefix) :]
+            break
     return name.replace("@", "_at_")
+
+
+# KFP's local runner names a pipeline job <pipeline>-YYYY-MM-DD-HH-MM-SS-micro, and a task
+# inside a loop <job>/for-loop-1-iteration-0: too long for the run table's name column.
+LOCAL_JOB_NAME = re.compile(r"^(.+)-\d{4}-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-\d+$")
+
+
+def readable_run_name(job_name: str | None, trial: int | None = None) -> str | None:
+    """A short MLflow run name for a pipeline job's run: "sasrec 12-07 14:29:53".
+
+    A sweep's trial is "trial N": it sits under its sweep's run, which has the job's name.
+    A cluster's job name (short already) is kept, less any "/loop" suffix.
+    """
+    if trial is not None:
+        return f"trial {trial}"
+    if not job_name:
+        return job_name
+    job_name = job_name.split("/")[0]
+    local = LOCAL_JOB_NAME.match(job_name)
+    if local:
+        name, month, day, hour, minute, second = local.groups()
+        return f"{name} {month}-{day} {hour}:{minute}:{second}"
+    return job_name
+
+
+def ui_link(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's page of a run (or of the experiment's runs) on a tracking server.
+
+    `workflowType=machine_learning` opens the UI on training runs: without it MLflow 3
+    opens on its GenAI pages (traces), which this project has none of.
+    """
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{redact(uri).rstrip('/')}/#/experiments/{experiment_id}/{page}?{UI_WORKFLOW}"
+
+
+UI_WORKFLOW = "workflowType=machine_learning"
+# Tells MLflow's UI that the experiment trains models (the GenAI pages are for LLM apps).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def training_experiment(client: Any, name: str) -> str:
+    """The id of experiment `name`: created when missing, tagged as model training if not yet.
+
+    Another run may create it at the same moment: then that one is used.
+    """
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        try:
+            return client.create_experiment(name, tags=EXPERIMENT_KIND)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            found = client.get_experiment_by_name(name)
+    for key, value in EXPERIMENT_KIND.items():
+        if found.tags.get(key) != value:
+            client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
 
 
 @contextlib.contextmanager
@@ -135,16 +225,13 @@ def mlflow_run(
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     mlflow.set_tracking_uri(uri)
     if run_id is None:
-        mlflow.set_experiment(experiment)
+        mlflow.set_experiment(experiment_id=training_experiment(mlflow.MlflowClient(), experiment))
     run = mlflow.start_run(
         run_id=run_id, run_name=None if run_id else run_name, parent_run_id=parent_run_id,
         tags=None if run_id else tags,
     )  # fmt: skip
     if uri.startswith(("http://", "https://")):
-        log.info(
-            "MLflow run: %s/#/experiments/%s/runs/%s",
-            redact(uri).rstrip("/"), run.info.experiment_id, run.info.run_id,
-        )  # fmt: skip
+        log.info("MLflow run: %s", ui_link(uri, run.info.experiment_id, run.info.run_id))
     try:
         yield run.info.run_id
     except BaseException as err:
@@ -153,6 +240,13 @@ def mlflow_run(
         _end_run("KILLED" if isinstance(err, SystemExit) else "FAILED")
         raise
     mlflow.end_run()
+
+
+def active_experiment_id() -> str:
+    """The experiment of the active run (inside `mlflow_run`)."""
+    import mlflow
+
+    return mlflow.active_run().info.experiment_id
 
 
 def _end_run(status: str) -> None:
@@ -179,9 +273,7 @@ def start_parent_run(
     from mlflow import MlflowClient
 
     client = MlflowClient(resolve_tracking_uri(tracking_uri))
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    run = client.create_run(training_experiment(client, experiment), run_name=run_name, tags=tags)
     client.log_batch(
         run.info.run_id,
         params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()],
@@ -270,12 +362,18 @@ def outage_seconds() -> float:
     return float(os.environ.get(OUTAGE_SECONDS_ENV, DEFAULT_OUTAGE_SECONDS))
 
 
-def log_metrics_once(metrics: dict[str, float]) -> None:
-    """Log those of `metrics` that the active run does not hold yet (a rerun adds none twice)."""
+def log_metrics_once(
+    metrics: dict[str, float], sections: tuple[tuple[str, str], ...] = TRAINING_SECTIONS
+) -> None:
+    """Log those of `metrics` that the active run does not hold yet (a rerun adds none twice).
+
+    Their MLflow names are `mlflow_key`'s, by `sections`.
+    """
     import mlflow
 
     held = mlflow.get_run(mlflow.active_run().info.run_id).data.metrics
-    missing = {key: float(v) for key, v in ((mlflow_key(k), v) for k, v in metrics.items())}
+    named = ((mlflow_key(k, sections), v) for k, v in metrics.items())
+    missing = {key: float(v) for key, v in named}
     missing = {key: value for key, value in missing.items() if key not in held}
     if missing:
         mlflow.log_metrics(missing)
@@ -305,7 +403,10 @@ def set_tags(tags: dict[str, str]) -> None:
 
 
 def code_version() -> dict[str, str]:
-    """The package version and, from $SASREC_GIT_COMMIT or a git checkout, the commit."""
+    """The package version and, from $SASREC_GIT_COMMIT or a git checkout, the commit.
+
+    Keys are the run's param names, in the `code/` group.
+    """
     from sasrec import __version__
 
     commit = os.environ.get("SASREC_GIT_COMMIT")
@@ -320,7 +421,7 @@ def code_version() -> dict[str, str]:
             ).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             commit = "unknown"
-    return {"code_version": __version__, "git_commit": commit}
+    return {"code/version": __version__, "code/git_commit": commit}
 
 
 def mlflow_client(tracking_uri: str | None) -> Any:

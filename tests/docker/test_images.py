@@ -80,10 +80,10 @@ def _assert_complete_run(tracking_uri: str, run) -> None:
     """Per-epoch validation, test metrics from the evaluate step, a loadable model."""
     client = MlflowClient(tracking_uri)
     assert run.info.status == "FINISHED"
-    history = client.get_metric_history(run.info.run_id, "val_ndcg_at_10")
+    history = client.get_metric_history(run.info.run_id, "val/ndcg_at_10")
     assert [m.step for m in history] == [1, 2, 3]
-    assert 0.0 <= run.data.metrics["test_ndcg_at_10"] <= 1.0
-    assert "test_baseline_popularity_ndcg_at_10" in run.data.metrics
+    assert 0.0 <= run.data.metrics["test/ndcg_at_10"] <= 1.0
+    assert "test_baseline_popularity/ndcg_at_10" in run.data.metrics
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"model_dir", "evaluation"}
     (model,) = run.outputs.model_outputs
     mlflow.set_tracking_uri(tracking_uri)
@@ -141,7 +141,7 @@ def test_compose_then_docker_runner_log_complete_runs_to_the_mlflow_server(
     # The locked-down containers (uid 54321:0, read-only root) logged the baked revision.
     assert docker_run.data.tags["mlflow.source.git.commit"] == _revision()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert docker_run.data.metrics["test_ndcg_at_10"] == pytest.approx(metrics["ndcg@10"])
+    assert docker_run.data.metrics["test/ndcg_at_10"] == pytest.approx(metrics["ndcg@10"])
     assert (out / "evaluation" / "report.html").stat().st_size > 10_000
     # The promote task (evaluate image, locked down) registered the model as champion.
     champion = MlflowClient(tracking_uri).get_model_version_by_alias("games", "champion")

@@ -185,7 +185,7 @@ def kill_once_checkpointed(command: list[str], checkpoint: Path) -> int:
     return load_checkpoint(checkpoint, torch.device("cpu"))["epoch"]
 
 
-def metric_steps(run_id: str, key: str = "train_loss") -> list[int]:
+def metric_steps(run_id: str, key: str = "train/loss") -> list[int]:
     history = mlflow.MlflowClient().get_metric_history(run_id, key)
     return sorted(metric.step for metric in history)
 

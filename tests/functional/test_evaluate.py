@@ -75,7 +75,8 @@ def test_evaluation_report_metrics_and_baselines(trained, tmp_path):
 
     parser = ReportParser()
     parser.feed((tmp_path / "eval" / "report.html").read_text())
-    assert len(parser.images) == 3  # metric@K curves and two breakdowns
+    # The metric@K curves; 80 users fill no two breakdown buckets of 50, so no bars, a line each.
+    assert len(parser.images) == 1
     assert all(image.startswith(PNG_SIGNATURE) and len(image) > 5000 for image in parser.images)
     # The answer first (the headline table), then the plots, then the details.
     assert parser.headings[:2] == ["SASRec evaluation report", "Details"]
@@ -89,6 +90,9 @@ def test_evaluation_report_metrics_and_baselines(trained, tmp_path):
     )
     # 80 test users: the headline says they are too few to tell.
     assert '<p class="warning"><b>Warning:</b> only 80 test users' in headline
+    assert page.count("all 80 test users fall in one bucket") == 2
+    report = (Path(sequences_dir) / "report.html").resolve()
+    assert f'<b>Data:</b> <a href="{report.as_uri()}">the sequences report</a>' in headline
     assert page.index("</section>") < page.index("<img")
     assert parser.tables >= 6
     breakdown = pl.read_csv(tmp_path / "eval" / "breakdowns.csv")

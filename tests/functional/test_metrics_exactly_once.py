@@ -73,7 +73,7 @@ def wait_for_params(client: MlflowClient, run_file: Path) -> None:
 
 
 def assert_each_epoch_once(client: MlflowClient, run_id: str, epochs: int) -> list:
-    history = client.get_metric_history(run_id, "train_loss")
+    history = client.get_metric_history(run_id, "train/loss")
     assert sorted(m.step for m in history) == list(range(1, epochs + 1))  # a list: no doubles
     return history
 
@@ -115,7 +115,7 @@ def test_a_kill_after_an_epoch_was_sent_does_not_send_it_twice(sequences_dir, tm
     wait_until(
         lambda: (
             (epoch := checkpoint_epoch(checkpoint)) >= 3
-            and epoch in {m.step for m in client.get_metric_history(run_id, "train_loss")}
+            and epoch in {m.step for m in client.get_metric_history(run_id, "train/loss")}
         )
     )
     os.kill(worker.pid, signal.SIGKILL)
@@ -123,7 +123,7 @@ def test_a_kill_after_an_epoch_was_sent_does_not_send_it_twice(sequences_dir, tm
     rerun_stderr = rerun_job(sequences_dir, tmp_path, mlflow_uri)
     assert "resumed from" in rerun_stderr
     assert_each_epoch_once(client, run_id, HPARAMS["max_epochs"])
-    for key in ("best_val_ndcg_at_10", "train_seconds"):
+    for key in ("val/best_ndcg_at_10", "train/seconds"):
         assert len(client.get_metric_history(run_id, key)) == 1
 
 

@@ -39,7 +39,7 @@ def test_training_outlasts_an_mlflow_server_restart_with_every_epoch_logged(
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and worker.poll() is None:
         runs = client.search_runs(["0", *_experiment_ids(client)])
-        if runs and len(client.get_metric_history(runs[0].info.run_id, "train_loss")) >= 2:
+        if runs and len(client.get_metric_history(runs[0].info.run_id, "train/loss")) >= 2:
             break
         time.sleep(0.2)
     mlflow_server.kill()  # as a crashed or rescheduled server pod
@@ -53,10 +53,10 @@ def test_training_outlasts_an_mlflow_server_restart_with_every_epoch_logged(
     training = json.loads((tmp_path / "model" / "training.json").read_text())
     run = client.get_run(training["mlflow_run_id"])
     assert run.info.status == "FINISHED"
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert sorted(set(steps)) == list(range(1, training["epochs_run"] + 1))
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"model_dir"}
-    assert run.data.tags[tracking.GIT_COMMIT_TAG] == run.data.params["git_commit"]
+    assert run.data.tags[tracking.GIT_COMMIT_TAG] == run.data.params["code/git_commit"]
 
 
 def _experiment_ids(client: MlflowClient) -> list[str]:

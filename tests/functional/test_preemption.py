@@ -77,7 +77,7 @@ def test_sigterm_mid_epoch_saves_the_place_and_the_rerun_ends_with_the_same_weig
     for name, tensor in first.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=name)
     client = mlflow.MlflowClient()
-    history = client.get_metric_history(run_id, "train_loss")
+    history = client.get_metric_history(run_id, "train/loss")
     assert sorted(m.step for m in history) == list(range(1, HPARAMS["max_epochs"] + 1))
     assert client.get_run(run_id).info.status == "FINISHED"
     assert not checkpoint.exists()

@@ -218,7 +218,7 @@ def assert_resumed_in_one_run_like_the_straight_one(tmp_path: Path, epochs: int)
     runs = mlflow.search_runs(experiment_names=["sasrec"], output_format="list")
     assert len(runs) == 2  # the straight run and one run for the killed-and-resumed job
     resumed_run = json.loads((tmp_path / "model" / "training.json").read_text())["mlflow_run_id"]
-    history = mlflow.MlflowClient().get_metric_history(resumed_run, "train_loss")
+    history = mlflow.MlflowClient().get_metric_history(resumed_run, "train/loss")
     assert sorted({m.step for m in history}) == list(range(1, epochs + 1))
 
 
@@ -331,7 +331,7 @@ def test_registered_model_recommends_like_the_artifact(sequences_dir, tmp_path, 
     run_id = json.loads((tmp_path / "model" / "training.json").read_text())["mlflow_run_id"]
     run = mlflow.get_run(run_id)
     assert len(run.data.tags["data_fingerprint"]) == 64
-    assert run.data.params["code_version"] and run.data.params["git_commit"]
+    assert run.data.params["code/version"] and run.data.params["code/git_commit"]
     # No dropout asked for: the one chosen from the data is logged, kept and used.
     chosen = json.loads((tmp_path / "model" / "training.json").read_text())["hparams"]["dropout"]
     assert 0.2 <= chosen <= 0.7 and run.data.params["dropout"] == str(chosen)

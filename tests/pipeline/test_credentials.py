@@ -69,7 +69,7 @@ def test_no_credential_reaches_any_output(
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
     run = MlflowClient(auth_server.uri).get_run(training["mlflow_run_id"])
-    assert run.info.status == "FINISHED" and "test_ndcg_at_10" in run.data.metrics
+    assert run.info.status == "FINISHED" and "test/ndcg_at_10" in run.data.metrics
 
     secrets = (ADMIN_PASSWORD, TOKEN)
     outputs = [p for p in (tmp_path / "outputs").rglob("*") if p.is_file()]

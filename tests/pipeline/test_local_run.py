@@ -3,6 +3,7 @@
 import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,21 +80,31 @@ def test_run_from_an_amazon_mirror_logs_one_mlflow_run(
     (train_file,) = pipeline_root.rglob("train.parquet")
     assert recommendations["user_id"].n_unique() == pl.read_parquet(train_file).height
 
+    (stats_json,) = (tmp_path / "outputs" / "pipeline_root").rglob("stats.json")
     client = MlflowClient(mlflow_uri)
     (experiment,) = [e for e in client.search_experiments() if e.name == "sasrec"]
     (run,) = client.search_runs([experiment.experiment_id])
     training = json.loads((model_dir / "training.json").read_text())
     assert run.info.run_id == training["mlflow_run_id"]
     assert run.info.status == "FINISHED"
+    # The UI: the experiment is model training, the run has a short name, the console a link.
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert re.fullmatch(r"sasrec \d\d-\d\d \d\d:\d\d:\d\d", run.info.run_name), run.info.run_name
+    (ui,) = [line for line in result.stdout.splitlines() if line.startswith("MLflow UI")]
+    assert ui.split(maxsplit=2)[2] == (
+        f"make mlflow-ui, then http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}"
+        f"/runs/{run.info.run_id}?workflowType=machine_learning"
+    )
+    (data,) = [line for line in result.stdout.splitlines() if line.startswith("data report")]
+    assert Path(data.split()[2]) == stats_json.parent / "report.html"
     assert run.data.params["hidden_size"] == "16" and run.data.params["max_epochs"] == "3"
     assert run.data.params["num_blocks"] == "2"  # defaults are logged too
-    (stats_json,) = (tmp_path / "outputs" / "pipeline_root").rglob("stats.json")
-    assert run.data.params["data_num_items"] == str(json.loads(stats_json.read_text())["num_items"])
-    history = client.get_metric_history(run.info.run_id, "val_ndcg_at_10")
+    assert run.data.params["data/num_items"] == str(json.loads(stats_json.read_text())["num_items"])
+    history = client.get_metric_history(run.info.run_id, "val/ndcg_at_10")
     assert [m.step for m in history] == [1, 2, 3]
-    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 3
-    assert run.data.metrics["test_ndcg_at_10"] == pytest.approx(metrics["ndcg@10"])
-    assert run.data.metrics["test_sampled_hit_at_10"] == pytest.approx(metrics["sampled_hit@10"])
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 3
+    assert run.data.metrics["test/ndcg_at_10"] == pytest.approx(metrics["ndcg@10"])
+    assert run.data.metrics["test_sampled/hit_at_10"] == pytest.approx(metrics["sampled_hit@10"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model_dir")}
     assert "model_dir/model.pt" in artifacts
     local = mlflow.artifacts.download_artifacts(
@@ -161,9 +172,12 @@ def test_sweep_evaluates_and_registers_only_the_best_trial_on_validation(tmp_pat
     assert len(runs) == 3 and parent.info.status == "FINISHED"
     assert {c.data.tags["mlflow.parentRunId"] for c in children.values()} == {parent.info.run_id}
     assert parent.data.tags["sweep.winner_run_id"] == training["mlflow_run_id"]
+    # In the run table: the sweep under the job's short name, its trials under it by number.
+    assert re.fullmatch(r"sasrec \d\d-\d\d \d\d:\d\d:\d\d", parent.info.run_name)
+    assert {n: c.info.run_name for n, c in children.items()} == {0: "trial 0", 1: "trial 1"}
     # Only the winner was evaluated (test metrics) and registered.
-    assert "test_ndcg_at_10" in children[1].data.metrics
-    assert "test_ndcg_at_10" not in children[0].data.metrics
+    assert "test/ndcg_at_10" in children[1].data.metrics
+    assert "test/ndcg_at_10" not in children[0].data.metrics
     (version,) = client.search_model_versions("name='games'")
     assert version.run_id == training["mlflow_run_id"]
     assert client.get_model_version_by_alias("games", "champion").version == version.version

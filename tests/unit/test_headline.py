@@ -1,12 +1,15 @@
 """The headline: intervals beside the metrics, and warnings a user cannot miss."""
 
+import json
 import math
 import statistics
+import subprocess
+import sys
 
 import torch
 
 from sasrec.evaluation.evaluate import headline_intervals
-from sasrec.evaluation.headline import console_summary, warnings
+from sasrec.evaluation.headline import clear_losses, console_summary, warnings
 from sasrec.metrics import confidence_half_width
 
 
@@ -48,3 +51,30 @@ def test_the_console_shows_each_metric_with_its_interval_and_the_warnings():
     model_row = next(line for line in summary.splitlines() if line.startswith("SASRec"))
     assert "0.0180 ±0.0310" in model_row
     assert sum(line.startswith("warning: ") for line in summary.splitlines()) == 2
+
+
+def test_clearly_beats_means_the_intervals_do_not_touch():
+    wins = metrics(0.30, 0.20, 0.10, users=2_000) | {"baseline_transition_ndcg@10_ci95": 0.05}
+    assert clear_losses(wins) == []  # 0.30 - 0.031 = 0.269 > 0.20 + 0.05
+    close = wins | {"baseline_transition_ndcg@10_ci95": 0.07}  # 0.269 < 0.27
+    assert clear_losses(close) == ["transition 0.2000"]
+    assert clear_losses(metrics(0.05, 0.20, 0.10, users=2_000)) == [
+        "transition 0.2000", "popularity 0.1000"
+    ]  # fmt: skip
+
+
+def test_the_smoke_check_exits_1_naming_the_baseline_it_does_not_beat(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(metrics(0.21, 0.20, 0.10, users=2_000)))
+    checked = subprocess.run(
+        [sys.executable, "-m", "sasrec.evaluation.headline", str(path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 1
+    assert "does not clearly beat transition 0.2000" in checked.stderr
+    path.write_text(json.dumps(metrics(0.30, 0.20, 0.10, users=2_000)))
+    checked = subprocess.run(
+        [sys.executable, "-m", "sasrec.evaluation.headline", str(path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0 and "clearly beats both baselines" in checked.stdout

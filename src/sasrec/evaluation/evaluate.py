@@ -189,10 +189,11 @@ def evaluate_model(
         sequences.directory / schema.ITEM_TITLES_FILE,
     )
     context = _report_context(model_dir, sequences, num_items, exclude_history)
+    sequences_report = sequences.directory / schema.REPORT_FILE
     page = render_report(
         metrics, scorer_metrics, by_bucket,
         example_users(test, test_ranks["sasrec"].top_items, item_ids), context,
-        read_trials(model_dir), promotion,
+        read_trials(model_dir), promotion, sequences_report if sequences_report.is_file() else None,
     )  # fmt: skip
     _write_evaluation(out_dir, metrics, by_bucket, page, promotion)
     log.info(

@@ -4,10 +4,13 @@ The model against both baselines on NDCG@10 and HR@10 (full catalogue), the pape
 sampled figure beside it, the winner of a sweep and the promotion decision.
 """
 
+import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from sasrec.filenames import run_model_uri
+from sasrec.io import read_json
 from sasrec.registry.sweep import trained, winner
 
 SCORERS = {"SASRec": "", "transition": "baseline_transition_", "popularity": "baseline_popularity_"}
@@ -61,6 +64,20 @@ def warnings(metrics: dict[str, float]) -> list[str]:
             "confidence; evaluate on more users"
         )
     return lines
+
+
+def clear_losses(metrics: dict[str, float]) -> list[str]:
+    """The baselines the model does not clearly beat on NDCG@10; empty when it beats both.
+
+    Clearly: the model's 95% interval lies wholly above the baseline's (without intervals in
+    metrics.json, above the baseline's value).
+    """
+    model = metrics["ndcg@10"] - metrics.get("ndcg@10_ci95", 0.0)
+    return [
+        f"{name} {metrics[f'{prefix}ndcg@10']:.4f}"
+        for name, prefix in list(SCORERS.items())[1:]
+        if metrics[f"{prefix}ndcg@10"] + metrics.get(f"{prefix}ndcg@10_ci95", 0.0) >= model
+    ]
 
 
 def sweep_line(trials: list[dict[str, Any]] | None) -> str | None:
@@ -149,3 +166,25 @@ def console_summary(
     width = max(map(len, places), default=0)
     lines += [f"{name.ljust(width)}  {place}" for name, place in places.items()]
     return "\n".join(lines)
+
+
+def main() -> None:
+    """`python -m sasrec.evaluation.headline METRICS_JSON`: exit 1 unless the model clearly wins.
+
+    `make smoke` ends with it: its data has an order worth learning, so a model that does not
+    beat both baselines there is a broken model, not bad luck.
+    """
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("metrics_json", type=Path, help="an evaluation's metrics.json")
+    metrics = read_json(parser.parse_args().metrics_json)
+    losses = clear_losses(metrics)
+    if losses:
+        raise SystemExit(
+            f"SASRec NDCG@10 {with_interval(metrics, 'ndcg@10')} does not clearly beat "
+            f"{' and '.join(losses)} (95% intervals overlap or lower)"
+        )
+    print(f"SASRec NDCG@10 {with_interval(metrics, 'ndcg@10')} clearly beats both baselines")
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,7 @@
 import html
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -10,11 +11,12 @@ import polars as pl
 
 from sasrec.evaluation.headline import COLUMNS, promotion_line, scorer_rows, sweep_line, warnings
 from sasrec.metrics import KS
-from sasrec.pages import figure_html, html_page, table_html
+from sasrec.pages import artifact_link, figure_html, html_page, table_html
 
 SCORERS = ("sasrec", "transition", "popularity")
 HEADLINE = ("ndcg@10", "hit@10", "mrr@10")
 BEYOND_ACCURACY = ("coverage@10", "mean_popularity@10")
+METRICS = ("ndcg@10", "hit@10")  # the columns of a breakdown
 
 
 @dataclass(frozen=True)
@@ -27,12 +29,24 @@ class Example:
     recommendations: list[str]
 
 
+# Lines that coincide (two baselines often do at large K) stay visible: each scorer has its
+# own dash and marker, the later drawn thinner and smaller, so the earlier shows round it.
+LINE_STYLES = {
+    "sasrec": {"linestyle": "-", "marker": "o", "markersize": 9, "linewidth": 3.0},
+    "transition": {"linestyle": "--", "marker": "s", "markersize": 6, "linewidth": 2.0},
+    "popularity": {"linestyle": ":", "marker": "^", "markersize": 4, "linewidth": 1.5},
+}
+MIN_BUCKET_USERS = 50  # a breakdown bucket with fewer test users is merged into a neighbour
+
+
 def metric_at_k_plot(metrics: dict[str, dict[str, float]]) -> plt.Figure:
     """NDCG@K and HR@K against K for every scorer."""
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for axis, name in zip(axes, ("ndcg", "hit"), strict=True):
         for scorer, values in metrics.items():
-            axis.plot(KS, [values[f"{name}@{k}"] for k in KS], marker="o", label=scorer)
+            axis.plot(
+                KS, [values[f"{name}@{k}"] for k in KS], label=scorer, **LINE_STYLES.get(scorer, {})
+            )
         axis.set_xscale("log")
         axis.set_xticks(KS, [str(k) for k in KS])
         axis.set_xlabel("K")
@@ -63,6 +77,66 @@ def breakdown_plot(breakdown: pl.DataFrame, title: str) -> plt.Figure:
     return figure
 
 
+def _bucket_bounds(label: str) -> tuple[int, int | None]:
+    """A bucket's first and last value: "3-4" -> (3, 4), "7" -> (7, 7), "50+" -> (50, None)."""
+    if label.endswith("+"):
+        return int(label[:-1]), None
+    low, _, high = label.partition("-")
+    return int(low), int(high or low)
+
+
+def _bucket_label(low: int, high: int | None) -> str:
+    return f"{low}+" if high is None else (f"{low}-{high}" if high > low else str(low))
+
+
+def merge_small_buckets(part: pl.DataFrame, min_users: int = MIN_BUCKET_USERS) -> pl.DataFrame:
+    """One breakdown with every bucket of fewer than `min_users` users merged into a neighbour.
+
+    The smallest bucket goes first, into its smaller neighbour, until every bucket has
+    `min_users` or one bucket is left. A merged bucket's NDCG@10 and HR@10 are the
+    user-weighted means of its parts: the figures over its users.
+
+    Args:
+        part: Rows of one breakdown (see `evaluate.breakdowns`), buckets in order.
+        min_users: The fewest test users a bucket keeps its own bar with.
+    """
+    buckets = part.select("bucket", "users").unique("bucket", maintain_order=True).rows()
+    groups = [([label], users) for label, users in buckets]
+    while len(groups) > 1 and min(users for _, users in groups) < min_users:
+        small = min(range(len(groups)), key=lambda i: groups[i][1])
+        neighbours = [i for i in (small - 1, small + 1) if 0 <= i < len(groups)]
+        other = min(neighbours, key=lambda i: groups[i][1])
+        first, second = sorted((small, other))
+        groups[first : second + 1] = [
+            (groups[first][0] + groups[second][0], groups[first][1] + groups[second][1])
+        ]
+    merged_label = {
+        label: _bucket_label(_bucket_bounds(labels[0])[0], _bucket_bounds(labels[-1])[1])
+        for labels, _ in groups
+        for label in labels
+    }
+    weighted = [(pl.col(m) * pl.col("users")).sum() / pl.col("users").sum() for m in METRICS]
+    return (
+        part.with_columns(pl.col("bucket").replace_strict(merged_label))
+        .group_by("breakdown", "bucket", "scorer", maintain_order=True)
+        .agg(pl.col("users").sum(), *(w.alias(m) for w, m in zip(weighted, METRICS, strict=True)))
+        .select(part.columns)
+    )
+
+
+def breakdown_figure(part: pl.DataFrame, title: str) -> str:
+    """The breakdown's bars, or one line saying why there are none (all users in one bucket)."""
+    buckets = part["bucket"].unique().to_list()
+    if len(buckets) > 1:
+        return figure_html(breakdown_plot(part, title), title)
+    users = int(part["users"][0]) if len(part) else 0
+    return (
+        f'<p class="note"><b>{html.escape(title)}:</b> all {users:,} test users fall in one '
+        f"bucket ({html.escape(str(buckets[0]) if buckets else 'none')}) once buckets of fewer "
+        f"than {MIN_BUCKET_USERS} users are merged: nothing to compare.</p>"
+    )
+
+
 def lift(model: float, baseline: float) -> str:
     """Relative improvement of the model over a baseline, as text."""
     return f"{(model / baseline - 1) * 100:+.1f}%" if baseline > 0 else "n/a"
@@ -76,6 +150,7 @@ def render_report(
     context: dict[str, Any],
     trials: list[dict[str, Any]] | None = None,
     promotion: dict[str, Any] | None = None,
+    sequences_report: Path | None = None,
 ) -> str:
     """The report page: the headline, then the plots, then the details.
 
@@ -88,21 +163,19 @@ def render_report(
         context: Data and training facts, shown last.
         trials: A sweep's trials table (`sweep.trials_table`); None without a sweep.
         promotion: The promote step's decision; None without one.
+        sequences_report: The data's report (the sequences step's), linked under the headline.
     """
     breakdown_parts = {
-        title: breakdowns.filter(pl.col("breakdown") == name)
+        title: merge_small_buckets(breakdowns.filter(pl.col("breakdown") == name))
         for name, title in (
             ("history_length", "NDCG@10 by the user's history length"),
             ("target_popularity", "NDCG@10 by the held-out item's training count"),
         )
     }
     sections = [
-        *_headline_section(metrics, scorer_metrics, trials, promotion),
+        *_headline_section(metrics, scorer_metrics, trials, promotion, sequences_report),
         figure_html(metric_at_k_plot(scorer_metrics), "metrics at K"),
-        *(
-            figure_html(breakdown_plot(part, title), title)
-            for title, part in breakdown_parts.items()
-        ),
+        *(breakdown_figure(part, title) for title, part in breakdown_parts.items()),
         *_trials_section(trials),
         *_details_section(metrics, scorer_metrics, breakdown_parts, examples, context),
     ]
@@ -114,8 +187,9 @@ def _headline_section(
     scorer_metrics: dict[str, dict[str, float]],
     trials: list[dict[str, Any]] | None,
     promotion: dict[str, Any] | None,
+    sequences_report: Path | None,
 ) -> list[str]:
-    """The answer first: one sentence, the headline table, the sweep and promotion lines."""
+    """The answer first: one sentence, the headline table, the sweep, promotion and data lines."""
     model = scorer_metrics["sasrec"]
     lead = (
         f"SASRec finds the held-out item in its top 10 for {metrics['hit@10']:.1%} of "
@@ -129,6 +203,11 @@ def _headline_section(
         for label, line in (("Sweep", sweep_line(trials)), ("Promotion", promotion_line(promotion)))
         if line
     ]
+    if sequences_report:
+        link = artifact_link(sequences_report, "the sequences report")
+        notes.append(
+            f"<p><b>Data:</b> {link}: the filters, the splits, history lengths and item counts.</p>"
+        )
     return [
         "<h1>SASRec evaluation report</h1>",
         '<section class="headline">',

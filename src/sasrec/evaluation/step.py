@@ -46,7 +46,7 @@ def evaluate_step(
             tracking.registry_errors(uri, f"log the evaluation to MLflow run {run_id}"),
             tracking.mlflow_run(uri, run_id=run_id),
         ):
-            tracking.log_metrics_once({f"test_{k}": v for k, v in metrics.items()})
+            tracking.log_metrics_once(metrics, tracking.EVALUATION_SECTIONS)
             tracking.log_artifacts(Path(out_dir), "evaluation")
     elif run_id:
         # The metrics are in metrics.json and KFP; losing them after training would be worse.

@@ -48,7 +48,7 @@ def plan_trials_step(
         tracking.require_lasting_store(tracking_uri)
         with tracking.registry_errors(tracking_uri, "open the sweep's MLflow run"):
             parent_run_id = tracking.start_parent_run(
-                tracking_uri, experiment, run_name,
+                tracking_uri, experiment, tracking.readable_run_name(run_name),
                 {"hparams": json.dumps(hparams), "hparams_grid": json.dumps(hparams_grid)},
                 {tracking.PIPELINE_RUN_TAG: pipeline_run_id} if pipeline_run_id else None,
             )  # fmt: skip

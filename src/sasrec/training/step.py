@@ -186,20 +186,24 @@ def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training"
     resumed_run = _resumable_run(job.tracking_uri, run_file) if training.resumed else None
     code_version = tracking.code_version()  # may ask git: once
     tags = {tracking.PIPELINE_RUN_TAG: job.pipeline_run_id} if job.pipeline_run_id else None
+    run_name = tracking.readable_run_name(job.run_name, job.trial if job.parent_run_id else None)
     with tracking.mlflow_run(
-        job.tracking_uri, job.experiment, job.run_name, resumed_run, job.parent_run_id, tags
+        job.tracking_uri, job.experiment, run_name, resumed_run, job.parent_run_id, tags
     ) as run_id:
         if resumed_run:
             log.info("continuing MLflow run %s from %s", run_id, job.checkpoint_dir)
         else:
             storage.write_bytes(json.dumps({"run_id": run_id}).encode(), run_file)
+            # Hyperparameters keep bare names (`params.lr` in a search needs no quoting);
+            # the data's statistics and the code's version are grouped as data/ and code/.
             tracking.log_params(
                 dataclasses.asdict(training.hparams)  # with the dropout chosen for the data
-                | {f"data_{k}": v for k, v in sequences.stats.items()}
+                | {f"data/{k}": v for k, v in sequences.stats.items()}
                 | code_version
             )
         lineage = {
             "mlflow_run_id": run_id,
+            "mlflow_experiment_id": tracking.active_experiment_id(),
             # Without any user:password@ part: training.json is an artifact anyone may read.
             "mlflow_tracking_uri": redact(tracking.resolve_tracking_uri(job.tracking_uri)),
         }
@@ -220,7 +224,7 @@ def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training"
             epoch_metrics.abandon()  # what is not sent is in the checkpoint
             raise
         epoch_metrics.close()
-        _log_the_trained_model(job, run_id, summary, code_version["git_commit"])
+        _log_the_trained_model(job, run_id, summary, code_version["code/git_commit"])
     _remove_checkpoint(job.checkpoint_dir)
     return summary | lineage
 
