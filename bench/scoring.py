@@ -90,7 +90,7 @@ def layout_rows(model: SASRec, test: pl.DataFrame, machine: str, batch_size: int
     with torch.no_grad():
         hidden = model.encode(histories)[:, -1, :]  # (B, D)
         scores = model(histories)  # (B, N + 1), items x users in memory on CPU
-    weight, bias = model.item_emb.weight.detach(), model.item_bias.detach()
+    weight, bias = model.output_part(model.item_emb.weight).detach(), model.item_bias.detach()
     users_first = seconds_per_call(lambda: torch.addmm(bias, hidden, weight.T))
     items_first = seconds_per_call(lambda: torch.addmm(bias.unsqueeze(1), weight, hidden.T))
     shape = f"{batch_size} x {scores.shape[1]:,} scores"
@@ -116,7 +116,8 @@ def main() -> None:
     device = torch.device(args.device)
     work = Path(tempfile.mkdtemp(prefix="bench_scoring_"))
     synthetic_sequences(work / "seq", args.users, args.items)
-    hparams = HParams(hidden_size=args.hidden_size, dropout=0.0)  # scoring: dropout is off
+    # Scoring: dropout is off; an untied model scores with the same width.
+    hparams = HParams(hidden_size=args.hidden_size, dropout=0.0, tied_embeddings=True)
     model = SASRec(model_config(args.items, hparams))
     test = pl.read_parquet(work / "seq" / schema.TEST_FILE)
     popularity = item_popularity(pl.read_parquet(work / "seq" / schema.TRAIN_FILE), args.items)

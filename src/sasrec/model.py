@@ -2,9 +2,10 @@
 
 Sequences are left-padded with item 0. Positions are counted from the most recent item, so
 trimming a batch's leading padding changes nothing. The score of an item is the dot product
-of the final hidden state with the item's input embedding (shared weights, as in the paper)
-plus a learned per-item bias, which the paper lacks: it holds the item's overall
-popularity, so the embeddings need not (docs/benchmarks.md measures what it changes).
+of the final hidden state with the item's input embedding (shared weights, as in the paper;
+`tied=False` gives each item an output embedding of its own) plus a learned per-item bias,
+which the paper lacks: it holds the item's overall popularity, so the embeddings need not
+(docs/benchmarks.md measures what it changes).
 `sasrec.training.data_defaults.log_popularity` is where it starts: the log training counts.
 """
 
@@ -30,6 +31,8 @@ class SASRecConfig:
     num_blocks: int = 2
     num_heads: int = 1
     dropout: float = 0.5
+    block: str = "sasrec"  # "sasrec": the paper's (pre-norm); "gated": LiGR's gated residuals
+    tied: bool = True  # score items with their input embeddings (the paper); False: own ones
 
 
 class Dropout(nn.Dropout):
@@ -94,17 +97,63 @@ class Block(nn.Module):
         return x + self.ffn(self.ln_ffn(x))
 
 
+class GatedFeedForward(nn.Module):
+    """SwiGLU feed-forward (Shazeer 2020) of width 2 * hidden: silu(x W1) * (x W2), then W3."""
+
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        width = 2 * config.hidden_size
+        self.fc_in = nn.Linear(config.hidden_size, 2 * width)
+        self.fc_out = nn.Linear(width, config.hidden_size)
+        self.dropout = Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, L, D) -> (B, L, D)."""
+        value, gate = self.fc_in(x).chunk(2, dim=-1)  # (B, L, 2D) each
+        return self.dropout(self.fc_out(self.dropout(F.silu(gate) * value)))
+
+
+class GatedBlock(nn.Module):
+    """LiGR's block (Govind et al. 2025, the layer of eSASRec, Tikhonov et al. RecSys 2025).
+
+    Pre-norm, and each residual branch scaled per unit by a sigmoid gate computed from the
+    branch's normalised input, so a block can pass its input through unchanged.
+    """
+
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(config.hidden_size)
+        self.attn = SelfAttention(config)
+        self.gate_attn = nn.Linear(config.hidden_size, config.hidden_size)
+        self.ln_ffn = nn.LayerNorm(config.hidden_size)
+        self.ffn = GatedFeedForward(config)
+        self.gate_ffn = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """x: (B, L, D) -> (B, L, D)."""
+        normed = self.ln_attn(x)
+        x = x + torch.sigmoid(self.gate_attn(normed)) * self.attn(normed, allowed)
+        normed = self.ln_ffn(x)
+        return x + torch.sigmoid(self.gate_ffn(normed)) * self.ffn(normed)
+
+
+BLOCKS = {"sasrec": Block, "gated": GatedBlock}
+
+
 class SASRec(nn.Module):
     """Self-attentive sequential recommender."""
 
     def __init__(self, config: SASRecConfig) -> None:
         super().__init__()
         self.config = config
-        self.item_emb = nn.Embedding(config.num_items + 1, config.hidden_size, padding_idx=PAD)
+        # Untied, an item's output embedding is the second half of its row: one table, so
+        # row-wise training (sasrec.training.item_rows) gathers and updates both at once.
+        width = config.hidden_size * (1 if config.tied else 2)
+        self.item_emb = nn.Embedding(config.num_items + 1, width, padding_idx=PAD)
         self.item_bias = nn.Parameter(torch.zeros(config.num_items + 1))
         self.pos_emb = nn.Embedding(config.max_len, config.hidden_size)
         self.emb_dropout = Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_blocks))
+        self.blocks = nn.ModuleList(BLOCKS[config.block](config) for _ in range(config.num_blocks))
         self.ln_out = nn.LayerNorm(config.hidden_size)
         self.apply(self._init_weights)
 
@@ -115,19 +164,28 @@ class SASRec(nn.Module):
         if isinstance(module, nn.Embedding) and module.padding_idx is not None:
             module.weight.data[module.padding_idx].zero_()
 
+    def input_part(self, rows: torch.Tensor) -> torch.Tensor:
+        """(..., W) rows of the item table -> (..., D): what the encoder reads of an item."""
+        return rows[..., : self.config.hidden_size]
+
+    def output_part(self, rows: torch.Tensor) -> torch.Tensor:
+        """(..., W) rows of the item table -> (..., D): what an item's score is taken with."""
+        return rows[..., -self.config.hidden_size :]
+
     def encode(
         self, item_ids: torch.Tensor, item_vectors: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Hidden state after each position: item_ids (B, L) -> (B, L, D).
 
         The state at position t depends only on items at positions <= t. `item_vectors`
-        (B, L, D), when given, are `item_emb(item_ids)` looked up by the caller.
+        (B, L, W), when given, are `item_emb(item_ids)` looked up by the caller.
         """
         length = item_ids.shape[1]
         if length > self.config.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}")
         if item_vectors is None:
             item_vectors = self.item_emb(item_ids)
+        item_vectors = self.input_part(item_vectors)
         is_item = item_ids != PAD  # (B, L)
         # Distance from the most recent position: length-1 ... 0.
         positions = torch.arange(length - 1, -1, -1, device=item_ids.device)
@@ -150,9 +208,10 @@ class SASRec(nn.Module):
         # One fused pass over the output, the largest tensor of scoring. On CPU it is laid
         # out items x users: with d this small MKL computes that product ~2x faster, and
         # callers reduce along either dimension of the (B, N + 1) view alike.
+        weight = self.output_part(self.item_emb.weight)  # (N + 1, D)
         if last_hidden.is_cuda:
-            return torch.addmm(self.item_bias, last_hidden, self.item_emb.weight.T)
-        return torch.addmm(self.item_bias.unsqueeze(1), self.item_emb.weight, last_hidden.T).T
+            return torch.addmm(self.item_bias, last_hidden, weight.T)
+        return torch.addmm(self.item_bias.unsqueeze(1), weight, last_hidden.T).T
 
 
 def load_sasrec(config_file: Path, weights_file: Path, device: torch.device) -> SASRec:

@@ -84,15 +84,16 @@ def test_the_lazy_average_of_rows_equals_the_average_updated_every_step():
         (4, 0.99, 2e-2),
     ],
 )
+@pytest.mark.parametrize("tied", [True, False])
 def test_row_updates_train_the_model_of_dense_updates(
-    sequences_dir, num_negatives, ema_decay, tolerance
+    sequences_dir, num_negatives, ema_decay, tolerance, tied
 ):
     sequences = read_sequences(sequences_dir)
     models = []
     for sparse in (True, False):
         hparams = parse_hparams(HPARAMS | {
             "dropout": 0.0, "ema_decay": ema_decay, "sparse_item_updates": sparse,
-            "num_negatives": num_negatives,
+            "num_negatives": num_negatives, "tied_embeddings": tied,
         })  # fmt: skip
         training = start_training_on(sequences, hparams)
         assert (training.state.item_table is not None) == sparse

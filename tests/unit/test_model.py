@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 import sasrec.model
@@ -13,8 +14,9 @@ def tiny_model(**overrides) -> SASRec:
     return SASRec(config).eval()
 
 
-def test_causal_mask_later_items_do_not_change_earlier_outputs():
-    model = tiny_model()
+@pytest.mark.parametrize("block", ["sasrec", "gated"])
+def test_causal_mask_later_items_do_not_change_earlier_outputs(block):
+    model = tiny_model(block=block)
     items = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8]])
     changed = items.clone()
     changed[0, 6:] = torch.tensor([20, 21])
@@ -23,17 +25,19 @@ def test_causal_mask_later_items_do_not_change_earlier_outputs():
     assert not torch.allclose(before[:, 6:], after[:, 6:])
 
 
-def test_padding_does_not_change_outputs_of_real_items():
-    model = tiny_model()
+@pytest.mark.parametrize("block", ["sasrec", "gated"])
+def test_padding_does_not_change_outputs_of_real_items(block):
+    model = tiny_model(block=block)
     short = torch.tensor([[3, 4, 5]])
     padded = torch.tensor([[0, 0, 0, 0, 0, 3, 4, 5]])
     torch.testing.assert_close(model.encode(short), model.encode(padded)[:, -3:])
     torch.testing.assert_close(model(short), model(padded))
 
 
-def test_padding_content_is_ignored():
+@pytest.mark.parametrize("block", ["sasrec", "gated"])
+def test_padding_content_is_ignored(block):
     # A padded row's neighbour in the batch must not leak in either.
-    model = tiny_model()
+    model = tiny_model(block=block)
     batch = torch.tensor([[0, 0, 0, 0, 0, 3, 4, 5], [1, 2, 3, 4, 5, 6, 7, 8]])
     alone = model(batch[:1])
     torch.testing.assert_close(model(batch)[:1], alone)
@@ -65,3 +69,34 @@ def test_top_unseen_is_the_same_when_a_large_catalogue_splits_the_batch(monkeypa
     torch.testing.assert_close(split[1], whole[1])  # other batch shapes round differently
     seen = [set(row.tolist()) for row in histories]
     assert all(not seen[row] & set(whole[0][row].tolist()) for row in range(13))
+
+
+def test_a_gated_block_with_closed_gates_passes_its_input_through():
+    model = tiny_model(block="gated")
+    items = torch.tensor([[0, 3, 4, 5, 6, 7, 8, 9]])
+    open_gates = model.encode(items)
+    for block in model.blocks:  # sigmoid(-1e4) = 0: neither branch adds anything
+        for gate in (block.gate_attn, block.gate_ffn):
+            torch.nn.init.zeros_(gate.weight)
+            torch.nn.init.constant_(gate.bias, -1e4)
+    closed = model.encode(items)
+    embedded = model.item_emb(items) * 16**0.5 + model.pos_emb(torch.arange(7, -1, -1))
+    torch.testing.assert_close(closed[:, 1:], model.ln_out(embedded)[:, 1:])
+    assert not torch.allclose(open_gates, closed)
+
+
+def test_untied_scores_use_the_output_half_of_the_item_rows_and_encode_the_input_half():
+    model = tiny_model(tied=False)
+    assert model.item_emb.weight.shape == (31, 32)
+    items = torch.tensor([[0, 0, 3, 4, 5]])
+    before = model(items)
+    with torch.no_grad():
+        model.item_emb.weight[:, 16:] = 0.0  # output half: every score is its item's bias
+    torch.testing.assert_close(model(items), model.item_bias.expand(1, -1))
+    with torch.no_grad():
+        model.item_emb.weight[:, 16:] = torch.randn(31, 16)
+    assert not torch.allclose(model(items), before)
+    # What the encoder reads is the input half only: the output half changed nothing there.
+    hidden = model.encode(items)[:, -1]
+    weight = model.item_emb.weight[:, 16:]
+    torch.testing.assert_close(model(items), hidden @ weight.T + model.item_bias)

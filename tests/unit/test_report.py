@@ -2,9 +2,12 @@
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 import polars as pl
 import pytest
 
+from sasrec.data.report import sequence_length_plot
 from sasrec.evaluation.report import merge_small_buckets
 from sasrec.pages import artifact_link
 
@@ -71,3 +74,12 @@ def test_merged_buckets_keep_every_scorer_apart():
 )  # fmt: skip
 def test_a_link_to_an_artifact_works_where_the_report_is_read(path, expected):
     assert expected in artifact_link(Path(path), "the sequences report")
+
+
+def test_the_sequence_length_histogram_has_few_bins_for_few_users():
+    lengths = np.random.default_rng(0).zipf(2.0, 300).clip(1, 50)
+    figure = sequence_length_plot(lengths)
+    bars = [patch.get_height() for patch in figure.axes[0].patches]
+    plt.close(figure)
+    assert len(bars) <= 9  # log2(300) + 1 bins at most: 30 would leave most of them empty
+    assert sum(bars) == 300

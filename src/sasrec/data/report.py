@@ -11,9 +11,14 @@ from sasrec.pages import figure_html, html_page, table_html
 
 
 def sequence_length_plot(lengths: np.ndarray) -> plt.Figure:
-    """Users per sequence length, on log-spaced bins (lengths span orders of magnitude)."""
+    """Users per sequence length, on log-spaced bins (lengths span orders of magnitude).
+
+    Sturges' count of bins (log2 of the users, plus one; 5 to 30): few users spread over
+    30 bins would leave most of them empty.
+    """
     figure, axis = plt.subplots(figsize=(6, 3.6))
-    bins = np.unique(np.logspace(0, np.log10(lengths.max() + 1), 30).astype(int))
+    num_bins = int(np.clip(np.log2(max(len(lengths), 1)) + 1, 5, 30))
+    bins = np.unique(np.logspace(0, np.log10(lengths.max() + 1), num_bins).astype(int))
     axis.hist(lengths, bins=bins)
     axis.set_xscale("log")
     axis.set_yscale("log")

@@ -201,7 +201,8 @@ class NextItemObjective(nn.Module):
             # of the work is padding.
             hidden = self.model.encode(item_ids).flatten(0, 1)  # (B * L, D)
             targets = positives.masked_fill(~is_target, IGNORED).flatten()
-            weight, bias = self.model.item_emb.weight, self.model.item_bias
+            weight = self.model.output_part(self.model.item_emb.weight)  # (N + 1, D)
+            bias = self.model.item_bias
             if len(hidden) * len(weight) > self.max_logits:
                 chunk = max(1, self.max_logits // len(hidden))
                 return ChunkedSoftmaxLoss.apply(hidden, weight, bias, targets, chunk)
@@ -215,9 +216,9 @@ class NextItemObjective(nn.Module):
             # One embedding lookup for inputs, positives and negatives: each lookup's backward
             # fills a dense (num_items + 1, D) gradient, which is costly on CPU.
             ids = torch.cat([item_ids.unsqueeze(-1), positives.unsqueeze(-1), negatives], dim=-1)
-            vectors = embed(ids)  # (B, L, 2 + N, D)
+            vectors = embed(ids)  # (B, L, 2 + N, W)
             hidden = self.model.encode(item_ids, vectors[:, :, 0])[is_target]  # (T, D)
-            candidates = vectors[is_target][:, 1:]  # (T, 1 + N, D)
+            candidates = self.model.output_part(vectors[is_target][:, 1:])  # (T, 1 + N, D)
             logits = torch.einsum("td,tkd->tk", hidden, candidates)  # (T, 1 + N)
             logits = logits + bias[ids[is_target][:, 1:]]
             pos_logits, neg_logits = logits[:, 0], logits[:, 1:]
@@ -226,11 +227,12 @@ class NextItemObjective(nn.Module):
             ids = torch.cat([item_ids.flatten(), targets, negatives])
             vectors = embed(ids)
             num_inputs = item_ids.numel()
-            input_vectors = vectors[:num_inputs].view(*item_ids.shape, -1)  # (B, L, D)
-            target_vectors = vectors[num_inputs : num_inputs + len(targets)]  # (T, D)
+            input_vectors = vectors[:num_inputs].view(*item_ids.shape, -1)  # (B, L, W)
+            output_vectors = self.model.output_part(vectors[num_inputs:])
+            target_vectors = output_vectors[: len(targets)]  # (T, D)
             hidden = self.model.encode(item_ids, input_vectors)[is_target]  # (T, D)
             pos_logits = (hidden * target_vectors).sum(1) + bias[targets]  # (T,)
-            neg_vectors = vectors[num_inputs + len(targets) :]  # (N, D)
+            neg_vectors = output_vectors[len(targets) :]  # (N, D)
             neg_logits = torch.addmm(bias[negatives], hidden, neg_vectors.T)  # (T, N)
             clashes = negatives.unsqueeze(0) == targets.unsqueeze(1)  # (T, N)
         neg_logits = neg_logits.float().masked_fill(clashes, float("-inf"))
