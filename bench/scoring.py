@@ -116,8 +116,7 @@ def main() -> None:
     device = torch.device(args.device)
     work = Path(tempfile.mkdtemp(prefix="bench_scoring_"))
     synthetic_sequences(work / "seq", args.users, args.items)
-    # Scoring: dropout is off; an untied model scores with the same width.
-    hparams = HParams(hidden_size=args.hidden_size, dropout=0.0, tied_embeddings=True)
+    hparams = HParams(hidden_size=args.hidden_size, dropout=0.0)  # scoring: dropout is off
     model = SASRec(model_config(args.items, hparams))
     test = pl.read_parquet(work / "seq" / schema.TEST_FILE)
     popularity = item_popularity(pl.read_parquet(work / "seq" / schema.TRAIN_FILE), args.items)

@@ -61,7 +61,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_shards_"))
     sequences, model_dir = work / "seq", work / "model"
     synthetic_sequences(sequences, args.users, args.items)
-    hparams = HParams(dropout=0.0, tied_embeddings=True)
+    hparams = HParams(dropout=0.0)
     model = SASRec(model_config(args.items, hparams))
     popularity = item_popularity(pl.read_parquet(sequences / schema.TRAIN_FILE), args.items)
     training_info = {"hparams": {"loss": hparams.loss}, "epochs_run": 0, "best_epoch": 0}

@@ -53,7 +53,7 @@ def synthetic_model_dir(out_dir: Path, num_items: int) -> list[str]:
         {schema.ITEM_INDEX: np.arange(1, num_items + 1, dtype=np.int32), schema.ITEM_ID: item_ids}
     ).write_parquet(seq_dir / schema.ITEM_VOCAB_FILE)
     popularity = torch.from_numpy(1.0 / np.arange(1, num_items + 2) ** 0.8)
-    model = SASRec(model_config(num_items, HParams(dropout=0.0, tied_embeddings=True)))
+    model = SASRec(model_config(num_items, HParams(dropout=0.0)))
     save_model_dir(model, seq_dir, {}, out_dir, popularity)
     return item_ids
 

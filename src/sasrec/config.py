@@ -23,10 +23,9 @@ class HParams:
     The defaults are the best recipe measured on the SASRec paper's Games data within 10
     minutes of a 2-core CPU (docs/benchmarks.md): the paper's depth, heads and max_len;
     softmax over 1,024 sampled items instead of BCE with one, wider, bigger batches, a
-    moving average of the weights, and two settings chosen from the data's density
-    (`sasrec.training.data_defaults`, the quality matrix in docs/benchmarks.md): dropout,
-    0.7 on sparse data like the paper's down to 0.2 on dense data, and output embeddings
-    of their own for the items on dense data only.
+    moving average of the weights, and dropout chosen from the data's density: 0.7 on
+    sparse data like the paper's, down to 0.2 on dense data
+    (`sasrec.training.data_defaults.dropout_for_data`, the quality matrix in docs/benchmarks.md).
     The paper's own settings: {"loss": "bce", "num_negatives": 1, "hidden_size": 50,
     "dropout": 0.5, "batch_size": 128, "lr": 0.001, "max_epochs": 200, "ema_decay": 0}.
     On a GPU, {"loss": "ce", "compile": true}.
@@ -37,9 +36,9 @@ class HParams:
     num_blocks: int = 2
     num_heads: int = 1
     block: str = "sasrec"  # "gated": LiGR's gated residuals and SwiGLU (sasrec.model)
-    # False: items are scored with output embeddings of their own; None: from the data's
-    # density, untied on dense data (`sasrec.training.data_defaults.tied_for_data`)
-    tied_embeddings: bool | None = None
+    # False: items are scored with output embeddings of their own. Tied stays the default:
+    # untied wins on random bigram chains only (docs/benchmarks.md, issue 28)
+    tied_embeddings: bool = True
     dropout: float | None = None  # None: from the data's density (`dropout_for_data`)
     batch_size: int = 256
     lr: float = 0.002

@@ -104,7 +104,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(
 def test_weight_average_is_the_warmed_up_moving_average_of_the_weights_after_each_step(
     sequences_dir,
 ):
-    hparams = parse_hparams(HPARAMS | {"ema_decay": 0.3, "dropout": 0.7, "tied_embeddings": True})
+    hparams = parse_hparams(HPARAMS | {"ema_decay": 0.3, "dropout": 0.7})
     train = pl.read_parquet(sequences_dir / schema.TRAIN_FILE)
     num_items = read_json(sequences_dir / schema.STATS_FILE)["num_items"]
     sequences, lengths = training_tensors(train, hparams.max_len)
@@ -148,8 +148,7 @@ def test_trained_models_start_from_the_log_count_item_bias(tmp_path):
     num_items = read_json(sequences_dir / schema.STATS_FILE)["num_items"]
     expected = log_popularity(train, num_items)
     assert expected.max() - expected.min() > 0.5  # counts differ, so a start at 0 would fail
-    chosen = {"dropout": 0.5, "tied_embeddings": True}
-    model = initial_model(train, num_items, parse_hparams(HPARAMS | chosen))
+    model = initial_model(train, num_items, parse_hparams(HPARAMS | {"dropout": 0.5}))
     torch.testing.assert_close(model.item_bias.detach(), expected)
     # train_sasrec starts there too: with a learning rate too small to move it, it ends there.
     hparams = parse_hparams(HPARAMS | {"lr": 1e-12})

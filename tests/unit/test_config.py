@@ -5,12 +5,7 @@ import torch
 
 from sasrec.config import HParams, parse_hparams
 from sasrec.errors import SASRecError
-from sasrec.training.data_defaults import (
-    UNTIED_FROM,
-    dropout_for_data,
-    tied_for_data,
-    with_data_defaults,
-)
+from sasrec.training.data_defaults import dropout_for_data
 from sasrec.training.train import learning_rate
 
 
@@ -114,16 +109,3 @@ def test_dropout_follows_the_training_targets_per_item():
     # Log-linear: the geometric mean of 10 and 30 sits halfway.
     assert dropout_for_data(torch.full((173,), 11), 100) == pytest.approx(0.45, abs=0.01)
     assert dropout_for_data(torch.tensor([1, 1]), 100) == 0.7  # no target at all
-
-
-def test_items_get_output_embeddings_of_their_own_on_dense_data_only():
-    def tied(targets_per_item: float) -> bool:
-        lengths = torch.full((int(targets_per_item * 10),), 11)  # 100 items, 10 targets each
-        return tied_for_data(lengths, num_items=100)
-
-    assert tied(7.7) and tied(UNTIED_FROM - 1)  # sparse: the paper's Games data
-    assert not tied(UNTIED_FROM) and not tied(120)  # dense: the bigram chains
-    resolved = with_data_defaults(parse_hparams("{}"), torch.full((3000,), 11), num_items=100)
-    assert resolved.tied_embeddings is False and resolved.dropout == 0.2
-    kept = parse_hparams('{"tied_embeddings": true, "dropout": 0.5}')
-    assert with_data_defaults(kept, torch.full((3000,), 11), num_items=100) == kept
