@@ -160,39 +160,36 @@ def readable_run_name(job_name: str | None, trial: int | None = None) -> str | N
     return job_name
 
 
-def ui_link(uri: str, experiment_id: str, run_id: str | None = None) -> str:
-    """The MLflow UI's page of a run (or of the experiment's runs) on a tracking server.
+# Opens MLflow 3's UI on training runs: without it the UI opens on its GenAI pages (traces).
+UI_WORKFLOW = "workflowType=machine_learning"
+# The experiment tag that says it trains models (for UIs that read it), set only when absent.
+EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
-    `workflowType=machine_learning` opens the UI on training runs: without it MLflow 3
-    opens on its GenAI pages (traces), which this project has none of.
-    """
+
+def ui_link(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's page of a run (or of the experiment's runs), opening on training runs."""
     page = f"runs/{run_id}" if run_id else "runs"
     return f"{redact(uri).rstrip('/')}/#/experiments/{experiment_id}/{page}?{UI_WORKFLOW}"
 
 
-UI_WORKFLOW = "workflowType=machine_learning"
-# Tells MLflow's UI that the experiment trains models (the GenAI pages are for LLM apps).
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-
-
 def training_experiment(client: Any, name: str) -> str:
-    """The id of experiment `name`: created when missing, tagged as model training if not yet.
+    """The id of experiment `name`: created when missing, tagged as model training if untagged.
 
-    Another run may create it at the same moment: then that one is used.
+    Another run may create it at the same moment: then that one is used. A kind the
+    experiment already has (the user's) is left as it is.
     """
     from mlflow.exceptions import MlflowException
 
     found = client.get_experiment_by_name(name)
     if found is None:
         try:
-            return client.create_experiment(name, tags=EXPERIMENT_KIND)
+            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
         except MlflowException as err:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             found = client.get_experiment_by_name(name)
-    for key, value in EXPERIMENT_KIND.items():
-        if found.tags.get(key) != value:
-            client.set_experiment_tag(found.experiment_id, key, value)
+    if EXPERIMENT_KIND_TAG not in found.tags:
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
     return found.experiment_id
 
 

@@ -78,3 +78,12 @@ def test_the_smoke_check_exits_1_naming_the_baseline_it_does_not_beat(tmp_path):
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert checked.returncode == 0 and "clearly beats both baselines" in checked.stdout
+
+
+def test_the_smoke_check_of_a_missing_file_is_one_line(tmp_path):
+    checked = subprocess.run(
+        [sys.executable, "-m", "sasrec.evaluation.headline", str(tmp_path / "none.json")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 2 and "is not a file" in checked.stderr
+    assert "Traceback" not in checked.stderr

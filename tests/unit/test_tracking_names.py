@@ -57,3 +57,10 @@ def test_a_new_experiment_is_tagged_as_model_training_and_an_old_one_gets_the_ta
     old = client.create_experiment("made-before")
     assert tracking.training_experiment(client, "made-before") == old
     assert client.get_experiment(old).tags[kind] == "custom_model_development"
+
+
+def test_an_experiment_kind_the_user_chose_is_left_as_it_is(tmp_path):
+    client = tracking.mlflow_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    theirs = client.create_experiment("theirs", tags={"mlflow.experimentKind": "genai_development"})
+    assert tracking.training_experiment(client, "theirs") == theirs
+    assert client.get_experiment(theirs).tags["mlflow.experimentKind"] == "genai_development"

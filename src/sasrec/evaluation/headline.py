@@ -176,7 +176,10 @@ def main() -> None:
     """
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("metrics_json", type=Path, help="an evaluation's metrics.json")
-    metrics = read_json(parser.parse_args().metrics_json)
+    path = parser.parse_args().metrics_json
+    if not path.is_file():
+        parser.error(f"{path} is not a file: give the metrics.json of an evaluation")
+    metrics = read_json(path)
     losses = clear_losses(metrics)
     if losses:
         raise SystemExit(
