@@ -49,28 +49,85 @@ def confidence_half_width(values: torch.Tensor) -> float:
     return Z_95 * values.double().std(correction=1).item() / len(values) ** 0.5
 
 
-def rank_of_targets(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+TOP_K_CHUNK = 64  # columns per chunk of `chunk_maxima`: what `top_k` and capped ranks skip by
+RANK_CAP = max(KS)  # every metric is @k with k <= 50: ranks past it are stored as 50
+
+
+def chunk_maxima(scores: torch.Tensor) -> torch.Tensor:
+    """(B, C // TOP_K_CHUNK) the largest score of each whole chunk of TOP_K_CHUNK columns.
+
+    A NaN in a chunk makes its maximum NaN. The last C % TOP_K_CHUNK columns are in no chunk.
+    """
+    num_chunks = scores.shape[1] // TOP_K_CHUNK
+    chunked = scores[:, : num_chunks * TOP_K_CHUNK].unflatten(1, (num_chunks, TOP_K_CHUNK))
+    # Reduce along memory order: a reduction over a strided dimension does not vectorise.
+    # stride(0) == 1: items x users in memory, as SASRec's scores on CPU.
+    if scores.stride(0) == 1:
+        return chunked.permute(1, 2, 0).amax(1).T
+    return chunked.amax(2)
+
+
+def rank_of_targets(
+    scores: torch.Tensor,
+    targets: torch.Tensor,
+    cap: int | None = None,
+    maxima: torch.Tensor | None = None,
+) -> torch.Tensor:
     """0-based rank of each target among its row's scores; ties count against the target.
+
+    With `cap`, ranks at or past it come back as `cap` (metrics @k with k <= cap are then
+    exact), and only the chunks whose maximum reaches the target are compared: a row whose
+    target more than `cap` chunk maxima beat is past the cap without counting further.
 
     Args:
         scores: (B, C) scores, in either memory layout; excluded candidates hold -inf.
         targets: (B,) column index of each row's held-out item.
+        cap: Largest rank reported; None for exact ranks.
+        maxima: `chunk_maxima(scores)` when the caller already has them.
 
     Returns:
-        (B,) int32 ranks in [0, C - 1].
+        (B,) int32 ranks in [0, C - 1] (in [0, cap] with a cap).
     """
     target_scores = scores.gather(1, targets.unsqueeze(1))  # (B, 1)
+    num_chunks = scores.shape[1] // TOP_K_CHUNK
+    if cap is None or num_chunks <= cap:
+        ranks = _count_at_or_above(scores, target_scores) - 1
+        # A NaN target compares false with everything (rank -1, an NDCG of infinity): it
+        # ranks last. Other NaN scores rank below the target, as items not recommended.
+        ranks = torch.where(target_scores.squeeze(1).isnan(), scores.shape[1] - 1, ranks)
+        return ranks if cap is None else ranks.clamp(max=cap)
+    maxima = chunk_maxima(scores) if maxima is None else maxima
+    # A chunk whose maximum is below the target holds nothing at or above it. One whose
+    # maximum is NaN might, so it is compared too.
+    reaching = ~(maxima < target_scores)  # (B, num_chunks)
+    ranks = torch.full((len(scores),), cap, dtype=torch.int32, device=scores.device)
+    compared = reaching.sum(1) <= cap
+    # Past the cap without counting: more than `cap` chunks hold an item at or above it.
+    unsure = ~compared & ((maxima >= target_scores).sum(1) <= cap)  # NaN chunks or target
+    if unsure.any():
+        ranks[unsure] = rank_of_targets(scores[unsure], targets[unsure], cap=None).clamp(max=cap)
+    if compared.any():
+        rows = compared.nonzero().squeeze(1)
+        # The `cap` chunks with the reaching ones first; the others add nothing to the count.
+        chunks = reaching[rows].to(torch.uint8).topk(cap, dim=1).indices  # (R, cap)
+        offsets = torch.arange(TOP_K_CHUNK, device=scores.device)
+        columns = (chunks.unsqueeze(2) * TOP_K_CHUNK + offsets).flatten(1)
+        rest = torch.arange(num_chunks * TOP_K_CHUNK, scores.shape[1], device=scores.device)
+        columns = torch.cat([columns, rest.expand(len(rows), -1)], dim=1)
+        counted = _count_at_or_above(scores[rows].gather(1, columns), target_scores[rows])
+        ranks[rows] = (counted - 1).clamp(max=cap)
+    return ranks
+
+
+def _count_at_or_above(scores: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """(B,) int32 count of each row's scores at or above its (B, 1) threshold."""
     # An int32 sum of the comparison is ~2x faster than the default int64 one on CPU.
-    ranks = (scores >= target_scores).sum(1, dtype=torch.int32) - 1
-    # A NaN target compares false with everything (rank -1, an NDCG of infinity): it ranks
-    # last. Other NaN scores rank below the target, as items that are not recommended.
-    return torch.where(target_scores.squeeze(1).isnan(), scores.shape[1] - 1, ranks)
+    return (scores >= thresholds).sum(1, dtype=torch.int32)
 
 
-TOP_K_CHUNK = 64  # columns per chunk of `top_k`'s first pass
-
-
-def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def top_k(
+    scores: torch.Tensor, k: int, maxima: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The k largest scores of each row and their columns, largest first (NaN counts largest).
 
     Same values as `scores.topk(k, dim=1)`; among equal scores either may be returned, as
@@ -83,6 +140,7 @@ def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     Args:
         scores: (B, C) scores, in either memory layout.
         k: Columns kept per row, at most C.
+        maxima: `chunk_maxima(scores)` when the caller already has them.
 
     Returns:
         (B, k) values and (B, k) int64 column indices.
@@ -92,12 +150,8 @@ def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     if num_chunks < 4 * k:
         top = scores.topk(k, dim=1)
         return top.values, top.indices
-    chunked = scores[:, : num_chunks * TOP_K_CHUNK].unflatten(1, (num_chunks, TOP_K_CHUNK))
-    # Reduce along memory order: a reduction over a strided dimension does not vectorise.
-    # stride(0) == 1: items x users in memory, as SASRec's scores on CPU.
-    items_first = scores.stride(0) == 1
-    chunk_maxima = chunked.permute(1, 2, 0).amax(1).T if items_first else chunked.amax(2)
-    best_chunks = chunk_maxima.topk(k, dim=1).indices  # (B, k)
+    maxima = chunk_maxima(scores) if maxima is None else maxima
+    best_chunks = maxima.topk(k, dim=1).indices  # (B, k)
     offsets = torch.arange(TOP_K_CHUNK, device=scores.device)
     in_chunks = (best_chunks.unsqueeze(2) * TOP_K_CHUNK + offsets).flatten(1)  # (B, k * CHUNK)
     # The last columns % TOP_K_CHUNK columns are in no chunk: always candidates.

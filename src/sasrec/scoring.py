@@ -22,7 +22,7 @@ import torch
 
 from sasrec.data import schema
 from sasrec.errors import SASRecError
-from sasrec.metrics import rank_of_targets, ranking_metrics, top_k
+from sasrec.metrics import RANK_CAP, chunk_maxima, rank_of_targets, ranking_metrics, top_k
 from sasrec.model import PAD, exclude_items, users_per_batch
 from sasrec.tensors import pad_left
 
@@ -211,8 +211,10 @@ def rank_held_out(
                 ranks[protocol].append(_ranks_among(scores, protocol_candidates[rows]))
             excluded = history[rows].to(device) if exclude_history else None
             exclude_items(scores, excluded)
-            top_items.append(top_k(scores, min(TOP_K, num_items))[1].cpu())
-            ranks["full"].append(rank_of_targets(scores, targets[rows].to(device)).cpu())
+            maxima = chunk_maxima(scores)  # (b, N // TOP_K_CHUNK), shared by both passes
+            top_items.append(top_k(scores, min(TOP_K, num_items), maxima)[1].cpu())
+            full_ranks = rank_of_targets(scores, targets[rows].to(device), RANK_CAP, maxima)
+            ranks["full"].append(full_ranks.cpu())
     rows = torch.from_numpy(order).long()
     by_row = rows.argsort()
 

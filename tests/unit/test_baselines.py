@@ -1,3 +1,5 @@
+import itertools
+
 import polars as pl
 import torch
 
@@ -45,3 +47,25 @@ def test_baselines_ranked_by_the_evaluation_code():
     table = breakdowns(held_out, popularity, {"popularity": popular.full})
     by_length = table.filter(pl.col("breakdown") == "history_length")
     assert by_length["bucket"].to_list() == ["1-2"] and by_length["users"].to_list() == [2]
+
+
+def test_transition_scores_equal_counts_of_every_pair_on_random_sequences():
+    generator = torch.Generator().manual_seed(3)
+    sequences = [
+        torch.randint(1, 41, (int(n),), generator=generator).tolist()
+        for n in torch.randint(1, 12, (300,), generator=generator)
+    ]
+    train = pl.DataFrame(
+        {"user_id": [f"u{n}" for n in range(300)], "item_sequence": sequences},
+        schema={"user_id": pl.String, "item_sequence": pl.List(pl.Int32)},
+    )
+    popularity = item_popularity(train, 40)
+    expected = torch.zeros(41, 41)
+    for sequence in sequences:
+        for before, after in itertools.pairwise(sequence):
+            expected[before, after] += 1
+    last_items = torch.arange(41)  # every item as the last one, and padding (0) first
+    histories = torch.stack([torch.zeros(41, dtype=torch.long), last_items], dim=1)
+    scores = TransitionScorer(train, popularity)(histories)
+    tie_break = popularity.float() / (popularity.max().float() + 1.0)
+    assert torch.equal(scores, expected + tie_break)

@@ -6,7 +6,15 @@ import torch
 
 import sasrec.model
 from sasrec.data import schema
-from sasrec.metrics import hit_at_k, ndcg_at_k, rank_of_targets, ranking_metrics, top_k
+from sasrec.metrics import (
+    RANK_CAP,
+    chunk_maxima,
+    hit_at_k,
+    ndcg_at_k,
+    rank_of_targets,
+    ranking_metrics,
+    top_k,
+)
 from sasrec.model import exclude_items
 from sasrec.scoring import rank_held_out, sample_unseen_items
 
@@ -124,6 +132,31 @@ def test_rank_of_targets_equals_a_plain_count_with_ties_infinities_and_nans(dtyp
     # SASRec's CPU scores are an (items x users) product seen transposed.
     scored = scores if layout == "users x items" else scores.T.contiguous().T
     assert rank_of_targets(scored, targets).tolist() == expected
+
+
+@pytest.mark.parametrize("layout", ["users x items", "items x users"])
+@pytest.mark.parametrize(("columns", "cap"), [(25_601, RANK_CAP), (25_601, 1), (3_000, RANK_CAP)])
+def test_capped_ranks_are_the_plain_ranks_cut_at_the_cap(layout, columns, cap):
+    # Scores with many ties (two decimals), targets placed around the cap, and the rows
+    # that the chunk maxima cannot settle: NaN chunks, a NaN or excluded target.
+    generator = torch.Generator().manual_seed(columns + cap)
+    scores = torch.randn(200, columns, generator=generator).mul(100).round().div(100)
+    order = scores.argsort(dim=1, descending=True)
+    places = torch.randint(0, 3 * cap + 3, (200,), generator=generator)
+    targets = order.gather(1, places.unsqueeze(1)).squeeze(1)
+    targets[100:] = torch.randint(0, columns, (100,), generator=generator)  # anywhere
+    scores[3, ::50] = float("nan")  # a NaN in every chunk, the target near the top
+    scores[4, 5] = float("nan")  # one NaN chunk
+    scores[5, targets[5]] = float("nan")  # a NaN target ranks last
+    scores[6, targets[6]] = float("-inf")  # an excluded target
+    scores[7, :] = 0.0  # every score tied
+    scored = scores if layout == "users x items" else scores.T.contiguous().T
+    expected = rank_of_targets(scores, targets).clamp(max=cap)
+    assert (expected < cap).sum() >= 5 and (expected == cap).sum() >= 100  # both sides
+    assert torch.equal(rank_of_targets(scored, targets, cap), expected)
+    if columns // 64 > cap:  # chunk maxima are used: given or computed, the same
+        maxima = chunk_maxima(scored)
+        assert torch.equal(rank_of_targets(scored, targets, cap, maxima), expected)
 
 
 @pytest.mark.parametrize("layout", ["users x items", "items x users"])

@@ -7,7 +7,6 @@ rejects is parsed again line by line to count malformed (non-JSON) lines and to 
 line of a missing field or a wrong type.
 """
 
-import io
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +34,14 @@ except ImportError:  # pragma: no cover - isal is a dependency; kept working wit
     import zlib as inflate
 
 MAX_MALFORMED_FRACTION = 0.01  # more malformed lines than this fails the file
-BATCH_BYTES = 32 << 20  # decompressed bytes parsed at a time
+# Decompressed bytes parsed at a time: under glibc's 32 MiB mmap threshold, so batches reuse
+# heap memory instead of mapping and faulting in fresh pages (half the system time).
+BATCH_BYTES = 24 << 20
+# Compressed bytes inflated at a time: blocks of about 1.6 MB out stay in cache; 4 MiB in
+# took 1.4x as long to inflate the full-size file (docs/benchmarks.md).
+BLOCK_BYTES = 512 << 10
+# Users are mostly unique per review: a dictionary of them costs time and saves nothing.
+_INTERACTIONS_WRITER = {"compression": "zstd", "use_dictionary": [schema.ITEM_ID, schema.SPLIT]}
 
 # Amazon Reviews 2023 fields read, in the interactions schema's order; items are parent_asin.
 _REVIEW_FIELDS = {"user_id": schema.USER_ID, "parent_asin": schema.ITEM_ID}
@@ -51,10 +57,11 @@ _NO_SPLIT = pl.lit(None, dtype=pl.String).alias(schema.SPLIT)  # raw sources com
 
 @dataclass(frozen=True)
 class LineBatch:
-    """Whole lines of a file: `data` starts at 1-based line `first_line`."""
+    """Whole lines of a file: `data` starts at 1-based line `first_line`, holds `num_lines`."""
 
     first_line: int
     data: bytes
+    num_lines: int
 
 
 @dataclass
@@ -70,7 +77,7 @@ class MalformedLines:
         self.first_line = self.first_line or line_number
 
 
-def decompressed_blocks(path: Path, block_bytes: int = 4 << 20) -> Iterator[bytes]:
+def decompressed_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
     """The file's bytes in blocks, gunzipped when it is gzip (several members allowed).
 
     ISA-L's inflate (`isal`, zlib's API) is used directly, about 2x zlib here
@@ -105,32 +112,35 @@ def decompressed_blocks(path: Path, block_bytes: int = 4 << 20) -> Iterator[byte
 
 
 def line_batches(
-    path: Path, batch_bytes: int = BATCH_BYTES, block_bytes: int = 4 << 20
+    path: Path, batch_bytes: int = BATCH_BYTES, block_bytes: int = BLOCK_BYTES
 ) -> Iterator[LineBatch]:
     """Whole-line batches of about `batch_bytes` of a plain or gzipped file.
+
+    Each decompressed block is counted as it comes and copied once, into its batch: the
+    batch is cut after the last line end of the block that fills it.
 
     Raises:
         SASRecError: for a corrupt or truncated gzip stream.
     """
     line = 1
     pending: list[bytes] = []
-    pending_bytes = 0
+    pending_bytes = pending_lines = 0
     for block in decompressed_blocks(path, block_bytes):
-        pending.append(block)
+        block_lines = block.count(b"\n")
         pending_bytes += len(block)
-        if pending_bytes < batch_bytes:
+        if pending_bytes < batch_bytes or block_lines == 0:  # no line end: the batch grows
+            pending.append(block)
+            pending_lines += block_lines
             continue
-        data = b"".join(pending)
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:  # no line end yet: a line longer than the batch
-            pending = [data]
-            continue
-        yield LineBatch(line, data[:cut])
-        line += data.count(b"\n", 0, cut)
-        pending, pending_bytes = [data[cut:]], len(data) - cut
+        cut = block.rfind(b"\n") + 1
+        data = b"".join([*pending, memoryview(block)[:cut]])
+        yield LineBatch(line, data, pending_lines + block_lines)
+        line += pending_lines + block_lines
+        pending, pending_bytes, pending_lines = [block[cut:]], len(block) - cut, 0
     tail = b"".join(pending)
     if tail.strip():
-        yield LineBatch(line, tail if tail.endswith(b"\n") else tail + b"\n")
+        tail = tail if tail.endswith(b"\n") else tail + b"\n"
+        yield LineBatch(line, tail, tail.count(b"\n"))
 
 
 def prefetched(items: Iterator[Any]) -> Iterator[Any]:
@@ -271,11 +281,14 @@ def convert_reviews_jsonl(path: Path, out_path: Path) -> dict[str, int]:
     malformed = MalformedLines()
     num_lines = num_interactions = 0
     arrow_schema = pl.DataFrame(schema=schema.INTERACTIONS_SCHEMA).to_arrow().schema
-    with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, arrow_schema) as writer:
+    with (
+        atomic_path(out_path) as tmp,
+        pq.ParquetWriter(tmp, arrow_schema, **_INTERACTIONS_WRITER) as writer,
+    ):
         for batch in prefetched(line_batches(path)):
             frame = _parse_reviews(batch, path, malformed)
             writer.write_table(frame.to_arrow().cast(arrow_schema))
-            num_lines += batch.data.count(b"\n")
+            num_lines += batch.num_lines
             num_interactions += frame.height
         if num_interactions == 0:
             raise SASRecError(f"{path} holds no reviews ({num_lines} lines)")
@@ -294,7 +307,7 @@ def convert_reviews_jsonl(path: Path, out_path: Path) -> dict[str, int]:
 def _parse_reviews(batch: LineBatch, path: Path, malformed: MalformedLines) -> pl.DataFrame:
     """One batch as interactions: polars' parser, or line by line when it refuses."""
     try:
-        frame = pl.read_ndjson(io.BytesIO(batch.data), schema=_REVIEWS_READ_SCHEMA)
+        frame = pl.read_ndjson(batch.data, schema=_REVIEWS_READ_SCHEMA)
         if not frame.select(pl.sum_horizontal(pl.col(_REQUIRED_FIELDS).null_count())).item():
             return frame.rename(_REVIEW_FIELDS).with_columns(_NO_SPLIT)
     except pl.exceptions.PolarsError:

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 _ORDER = "_order"  # position in the source file: breaks timestamp ties deterministically
 _TIMES = "_times"  # each user's interaction times, aligned with the item sequence
+_REPEATED = "_repeated"  # the row's (user, item) pair occurs more than once
 
 SPLITS = ("leave_one_out", "timestamp")
 # The cut points of the Amazon Reviews 2023 benchmark's timestamp split (milliseconds):
@@ -25,12 +26,21 @@ OFFICIAL_T2_MS = 1_658_002_729_837
 
 
 def earliest_interactions(interactions: pl.LazyFrame) -> pl.LazyFrame:
-    """Keep each (user, item) pair's earliest interaction; ties go to the earlier row."""
-    return (
-        interactions.with_row_index(_ORDER)
+    """Keep each (user, item) pair's earliest interaction; ties go to the earlier row.
+
+    Rows come in no particular order, each with its place in the source (`_ORDER`). Only
+    the pairs that repeat are sorted by time: most pairs occur once.
+    """
+    pair = pl.struct(schema.USER_ID, schema.ITEM_ID)
+    indexed = interactions.with_row_index(_ORDER).with_columns(
+        pair.is_duplicated().alias(_REPEATED)
+    )
+    repeated = (
+        indexed.filter(pl.col(_REPEATED))
         .sort(schema.TIMESTAMP, _ORDER)
         .unique([schema.USER_ID, schema.ITEM_ID], keep="first", maintain_order=True)
     )
+    return pl.concat([indexed.filter(~pl.col(_REPEATED)), repeated]).drop(_REPEATED)
 
 
 def kcore_filter(interactions: pl.DataFrame, k: int) -> pl.DataFrame:

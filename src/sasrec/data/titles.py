@@ -5,7 +5,6 @@ download step when asked, reduced to `item_titles.parquet` (item_id, title), car
 sequences step for the items it keeps, and copied into the model directory.
 """
 
-import io
 from pathlib import Path
 
 import polars as pl
@@ -55,7 +54,7 @@ def convert_item_titles(path: Path, out_path: Path) -> int:
     with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, arrow_schema) as writer:
         for batch in prefetched(line_batches(path)):
             try:
-                frame = pl.read_ndjson(io.BytesIO(batch.data), schema=read_schema)
+                frame = pl.read_ndjson(batch.data, schema=read_schema)
             except pl.exceptions.PolarsError as err:
                 first_line = str(err).strip().splitlines()[0]
                 raise SASRecError(
