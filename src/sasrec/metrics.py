@@ -114,7 +114,8 @@ def rank_of_targets(
         columns = (chunks.unsqueeze(2) * TOP_K_CHUNK + offsets).flatten(1)
         rest = torch.arange(num_chunks * TOP_K_CHUNK, scores.shape[1], device=scores.device)
         columns = torch.cat([columns, rest.expand(len(rows), -1)], dim=1)
-        counted = _count_at_or_above(scores[rows].gather(1, columns), target_scores[rows])
+        candidates = scores[rows.unsqueeze(1), columns]  # (R, cap * CHUNK + rest), no whole rows
+        counted = _count_at_or_above(candidates, target_scores[rows])
         ranks[rows] = (counted - 1).clamp(max=cap)
     return ranks
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,15 +14,21 @@ from sasrec.data import schema
 from sasrec.data.steps import download_step, sequences_step
 from sasrec.errors import SASRecError
 from sasrec.evaluation.evaluate import evaluate_model, score_shard
+from sasrec.model_dir import load_model_dir
 from sasrec.scoring import SAMPLING_BLOCK, shard_range
 from sasrec.serving.recommend import RECOMMEND_BATCH, merge_recommendations, recommend_step
+from sasrec.serving.recommender import top_unseen
 from sasrec.training.train import train_sasrec
 
 NUM_USERS = 5_000  # 5 blocks of test users, 3 batches of recommendations
 
 
-def varied_reviews(num_users: int = NUM_USERS, num_items: int = 300) -> list[dict]:
-    """User u walks 3 + u % 9 items from u % num_items on: histories of many lengths."""
+def varied_reviews(num_users: int = NUM_USERS, num_items: int = 1_000) -> list[dict]:
+    """User u walks 3 + u % 9 items from u % num_items on: histories of many lengths.
+
+    Every history is distinct (9,000 users before one repeats), so that recommendation
+    batches, which hold distinct histories, are batches of users.
+    """
     return [
         {
             "rating": 5.0,
@@ -89,6 +96,44 @@ def test_shards_of_recommendations_joined_are_the_file_of_one_process(trained, t
     )
     assert one.height == NUM_USERS * 5
     assert merged.equals(one)  # the same rows in the same order, scores to the bit
+
+
+TWINNED = [f"U{user:05d}" for user in range(50)]
+
+
+def test_users_sharing_a_history_get_the_items_of_that_history_scored_alone(trained, tmp_path):
+    # 50 twins: new users with the whole history of an existing one. Distinct histories
+    # are scored once, so a twin's rows must be its original's; and a history scored in a
+    # batch of others must get what it gets scored alone.
+    model_dir, sequences_dir = trained
+    twins_dir = tmp_path / "twins"
+    twins_dir.mkdir()
+    for source in sequences_dir.iterdir():
+        frame_file = source.name in (schema.TRAIN_FILE, schema.VALID_FILE, schema.TEST_FILE)
+        if not frame_file:
+            (twins_dir / source.name).write_bytes(source.read_bytes())
+            continue
+        frame = pl.read_parquet(source)
+        twins = frame.filter(pl.col(schema.USER_ID).is_in(TWINNED)).with_columns(
+            pl.col(schema.USER_ID) + "-twin"
+        )
+        pl.concat([frame, twins]).write_parquet(twins_dir / source.name)
+    summary = recommend_step(model_dir, twins_dir, tmp_path / "recs", k=5)
+    assert summary["num_users"] == NUM_USERS + 50
+    recs = pl.read_parquet(tmp_path / "recs" / schema.RECOMMENDATIONS_FILE)
+    originals = recs.filter(pl.col(schema.USER_ID).is_in(TWINNED)).sort(schema.USER_ID, "rank")
+    twins = recs.filter(pl.col(schema.USER_ID).str.ends_with("-twin")).sort(schema.USER_ID, "rank")
+    assert originals.height == twins.height == 250
+    assert twins.drop(schema.USER_ID).equals(originals.drop(schema.USER_ID))
+    model = load_model_dir(model_dir, torch.device("cpu"))
+    test = pl.read_parquet(sequences_dir / schema.TEST_FILE)
+    item_ids = ["", *pl.read_parquet(sequences_dir / schema.ITEM_VOCAB_FILE)[schema.ITEM_ID]]
+    for user, history, target in test.head(20).iter_rows():
+        alone = torch.tensor([[*history, target]])  # the whole known sequence, one row
+        items, scores = top_unseen(model, alone, 5, torch.device("cpu"))
+        mine = originals.filter(pl.col(schema.USER_ID) == user)
+        assert mine[schema.ITEM_ID].to_list() == [item_ids[i] for i in items[0].tolist()]
+        assert torch.allclose(torch.tensor(mine["score"].to_list()), scores[0], atol=1e-5)
 
 
 @given(num_rows=st.integers(0, 10_000), block=st.integers(1, 3_000), shards=st.integers(1, 40))

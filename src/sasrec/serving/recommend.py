@@ -112,44 +112,66 @@ def write_recommendations(
 ) -> dict[str, int]:
     """Write the top-k unseen items of every user (or of a shard of them) to `path`.
 
-    Users are scored in batches of similar history length, streamed to the file so memory
-    stays bounded. A shard (shard, shards) is a run of whole batches in that order, so
-    the shards' files, one after the other, are the file of one process.
+    Users with the same whole history get the same items, so each distinct history is
+    scored once: in a 0-core catalogue most users have one review, and 2.8M users of
+    Video_Games hold far fewer distinct histories. Histories are scored in batches of
+    similar length, streamed to the file so memory stays bounded; the users of a history
+    follow one another. A shard (shard, shards) is a run of whole batches in that order,
+    so the shards' files, one after the other, are the file of one process.
 
     Returns:
         Counts of users and rows written.
     """
     sequences = known_sequences(files.train, files.valid, files.test)
-    sequences = sequences.sort(pl.col(schema.HISTORY).list.len(), maintain_order=True)
-    mine = shard_range(sequences.height, RECOMMEND_BATCH, *shard)
-    sequences = sequences[mine.start : mine.stop]
+    histories = (
+        sequences.group_by(schema.HISTORY, maintain_order=True)
+        .agg(pl.col(schema.USER_ID))
+        .sort(pl.col(schema.HISTORY).list.len(), maintain_order=True)
+    )  # (history, user_id: the list of its users), one row per distinct history
+    mine = shard_range(histories.height, RECOMMEND_BATCH, *shard)
+    histories = histories[mine.start : mine.stop]
     item_ids = pa.array(["", *files.item_vocab[schema.ITEM_ID].to_list()])  # 0: padding
     k = min(k, model.config.num_items)
-    rows = 0
+    users = rows = 0
     with pq.ParquetWriter(path, RECOMMENDATIONS_SCHEMA) as writer:
-        progress = tqdm(total=sequences.height, desc="recommend", unit="user")
-        for batch in sequences.iter_slices(RECOMMEND_BATCH):
+        total = histories[schema.USER_ID].list.len().sum()
+        progress = tqdm(total=total, desc="recommend", unit="user")
+        for batch in histories.iter_slices(RECOMMEND_BATCH):
             items, scores = top_unseen(model, pad_left(batch[schema.HISTORY]), k, device)
-            # Users with fewer than k unseen items get -inf fillers: drop them.
-            keep = torch.isfinite(scores).flatten().numpy()
-            table = pa.table(
-                {
-                    "user_id": batch[schema.USER_ID]
-                    .to_arrow()
-                    .take(pa.array(torch.arange(len(batch)).repeat_interleave(k).numpy())),
-                    "rank": pa.array(
-                        torch.arange(1, k + 1, dtype=torch.int32).repeat(len(batch)).numpy()
-                    ),
-                    "item_id": item_ids.take(pa.array(items.flatten().numpy())),
-                    "score": pa.array(scores.flatten().numpy()),
-                },
-                schema=RECOMMENDATIONS_SCHEMA,
-            ).filter(pa.array(keep))
+            counts = batch[schema.USER_ID].list.len().to_numpy().astype("int64")
+            history_of_user = torch.arange(len(batch)).repeat_interleave(torch.from_numpy(counts))
+            table = _recommendation_rows(
+                batch[schema.USER_ID].explode().to_arrow(),
+                items[history_of_user],
+                scores[history_of_user],
+                item_ids,
+            )
             writer.write_table(table)
+            users += len(history_of_user)
             rows += table.num_rows
-            progress.update(len(batch))
+            progress.update(len(history_of_user))
         progress.close()
-    return {"num_users": sequences.height, "num_rows": rows, "k": k}
+    return {"num_users": users, "num_rows": rows, "k": k}
+
+
+def _recommendation_rows(
+    user_ids: pa.Array, items: torch.Tensor, scores: torch.Tensor, item_ids: pa.Array
+) -> pa.Table:
+    """(user_id, rank, item_id, score) rows of (U,) users' (U, k) best items and scores."""
+    num_users, k = items.shape
+    # Users with fewer than k unseen items get -inf fillers: drop them.
+    keep = torch.isfinite(scores).flatten().numpy()
+    return pa.table(
+        {
+            "user_id": user_ids.take(
+                pa.array(torch.arange(num_users).repeat_interleave(k).numpy())
+            ),
+            "rank": pa.array(torch.arange(1, k + 1, dtype=torch.int32).repeat(num_users).numpy()),
+            "item_id": item_ids.take(pa.array(items.flatten().numpy())),
+            "score": pa.array(scores.flatten().numpy()),
+        },
+        schema=RECOMMENDATIONS_SCHEMA,
+    ).filter(pa.array(keep))
 
 
 def merge_recommendations(shard_dirs: list[str | Path], out_dir: str | Path) -> dict[str, int]:
