@@ -110,14 +110,22 @@ def rank_of_targets(
         rows = compared.nonzero().squeeze(1)
         # The `cap` chunks with the reaching ones first; the others add nothing to the count.
         chunks = reaching[rows].to(torch.uint8).topk(cap, dim=1).indices  # (R, cap)
-        offsets = torch.arange(TOP_K_CHUNK, device=scores.device)
-        columns = (chunks.unsqueeze(2) * TOP_K_CHUNK + offsets).flatten(1)
-        rest = torch.arange(num_chunks * TOP_K_CHUNK, scores.shape[1], device=scores.device)
-        columns = torch.cat([columns, rest.expand(len(rows), -1)], dim=1)
+        columns = _chunk_columns(chunks, scores.shape[1])
         candidates = scores[rows.unsqueeze(1), columns]  # (R, cap * CHUNK + rest), no whole rows
         counted = _count_at_or_above(candidates, target_scores[rows])
         ranks[rows] = (counted - 1).clamp(max=cap)
     return ranks
+
+
+def _chunk_columns(chunks: torch.Tensor, columns: int) -> torch.Tensor:
+    """(R, n * TOP_K_CHUNK + rest) the columns of each row's (R, n) chunks, then the rest.
+
+    The last `columns % TOP_K_CHUNK` columns are in no chunk: they are always included.
+    """
+    offsets = torch.arange(TOP_K_CHUNK, device=chunks.device)
+    in_chunks = (chunks.unsqueeze(2) * TOP_K_CHUNK + offsets).flatten(1)
+    rest = torch.arange(columns // TOP_K_CHUNK * TOP_K_CHUNK, columns, device=chunks.device)
+    return torch.cat([in_chunks, rest.expand(len(chunks), -1)], dim=1)
 
 
 def _count_at_or_above(scores: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
@@ -146,17 +154,12 @@ def top_k(
     Returns:
         (B, k) values and (B, k) int64 column indices.
     """
-    rows, columns = scores.shape
+    columns = scores.shape[1]
     num_chunks = columns // TOP_K_CHUNK
     if num_chunks < 4 * k:
         top = scores.topk(k, dim=1)
         return top.values, top.indices
     maxima = chunk_maxima(scores) if maxima is None else maxima
-    best_chunks = maxima.topk(k, dim=1).indices  # (B, k)
-    offsets = torch.arange(TOP_K_CHUNK, device=scores.device)
-    in_chunks = (best_chunks.unsqueeze(2) * TOP_K_CHUNK + offsets).flatten(1)  # (B, k * CHUNK)
-    # The last columns % TOP_K_CHUNK columns are in no chunk: always candidates.
-    rest = torch.arange(num_chunks * TOP_K_CHUNK, columns, device=scores.device)
-    candidates = torch.cat([in_chunks, rest.expand(rows, -1)], dim=1)
+    candidates = _chunk_columns(maxima.topk(k, dim=1).indices, columns)  # (B, k * CHUNK + rest)
     top = scores.gather(1, candidates).topk(k, dim=1)
     return top.values, candidates.gather(1, top.indices)

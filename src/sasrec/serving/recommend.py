@@ -132,10 +132,10 @@ def write_recommendations(
     histories = histories[mine.start : mine.stop]
     item_ids = pa.array(["", *files.item_vocab[schema.ITEM_ID].to_list()])  # 0: padding
     k = min(k, model.config.num_items)
-    users = rows = 0
+    rows = 0
+    num_users = histories[schema.USER_ID].list.len().sum()
     with pq.ParquetWriter(path, RECOMMENDATIONS_SCHEMA) as writer:
-        total = histories[schema.USER_ID].list.len().sum()
-        progress = tqdm(total=total, desc="recommend", unit="user")
+        progress = tqdm(total=num_users, desc="recommend", unit="user")
         for batch in histories.iter_slices(RECOMMEND_BATCH):
             items, scores = top_unseen(model, pad_left(batch[schema.HISTORY]), k, device)
             counts = batch[schema.USER_ID].list.len().to_numpy().astype("int64")
@@ -147,11 +147,10 @@ def write_recommendations(
                 item_ids,
             )
             writer.write_table(table)
-            users += len(history_of_user)
             rows += table.num_rows
             progress.update(len(history_of_user))
         progress.close()
-    return {"num_users": users, "num_rows": rows, "k": k}
+    return {"num_users": num_users, "num_rows": rows, "k": k}
 
 
 def _recommendation_rows(
