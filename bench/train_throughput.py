@@ -31,7 +31,7 @@ from paper_data import VIDEO_TXT, video_sequences
 from sasrec.config import parse_hparams
 from sasrec.data import schema
 from sasrec.model import SASRec
-from sasrec.training.data_defaults import with_data_dropout
+from sasrec.training.data_defaults import with_data_defaults
 from sasrec.training.losses import NextItemObjective, gbce_beta
 from sasrec.training.train import model_config, train_epoch, training_tensors
 
@@ -148,7 +148,7 @@ def sasrec_epoch(
     """Sequences per second of one epoch of `sasrec.training.train.train_epoch`, and its loss."""
     hparams = parse_hparams(overrides)
     sequences, lengths = training_tensors(train, hparams.max_len)
-    hparams = with_data_dropout(hparams, lengths, num_items)
+    hparams = with_data_defaults(hparams, lengths, num_items)
     torch.manual_seed(hparams.seed)
     model = SASRec(model_config(num_items, hparams)).to(device)
     beta = gbce_beta(hparams.num_negatives, num_items, hparams.gbce_t)

@@ -2,9 +2,14 @@
 
     .venv/bin/python bench/synthetic_reviews.py          # build/bench/Video_Games.jsonl.gz
     .venv/bin/python bench/zero_core.py [--source FILE] [--hparams '{"max_epochs": 2}']
+    .venv/bin/python bench/benchmark_files.py            # build/bench/mirror/benchmark/...
+    .venv/bin/python bench/zero_core.py --mirror build/bench/mirror \
+        --source amazon2023:Video_Games:0core/last_out_w_his
 
 Runs, each as its own process (`sasrec ...`) on the whole file, the steps `sasrec run`
-chains: download, sequences `--kcore 0`, train (the defaults, or `--hparams` overrides),
+chains: download (with `--mirror`, of the official files served from that folder over
+HTTP on 127.0.0.1), sequences `--kcore 0` (ignored for an official split, which is kept as
+published), train (the defaults, or `--hparams` overrides),
 evaluate (the model and both baselines on every test user, validation, report) and
 recommend (the top 10 of every user). Prints the step table for docs/benchmarks.md, the
 training's seconds per epoch (from its MLflow run), and the folder's
@@ -12,8 +17,11 @@ counts, so that a budget can be checked against the defaults' number of epochs.
 """
 
 import argparse
+import functools
 import json
 import tempfile
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -25,19 +33,24 @@ from sasrec.data import schema
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=Path("build/bench/Video_Games.jsonl.gz"))
+    parser.add_argument("--source", default="build/bench/Video_Games.jsonl.gz")
+    parser.add_argument("--mirror", type=Path, help="folder served as the Amazon 2023 site")
     parser.add_argument("--hparams", default="{}", help="JSON overrides of the training defaults")
     args = parser.parse_args()
-    if not args.source.is_file():
+    if args.mirror is None and not Path(args.source).is_file():
         raise SystemExit(f"{args.source} is missing: run bench/synthetic_reviews.py first")
     print(f"machine: {describe_machine()}; {args.source}; hparams {args.hparams}", flush=True)
+    mirror = [] if args.mirror is None else ["--amazon-base-url", serve(args.mirror)]
     print("| step | wall (s) | peak RSS (GB) |")
     print("| --- | ---: | ---: |")
     with tempfile.TemporaryDirectory(dir="build") as work_dir:
         work = Path(work_dir)
         sequences, model = str(work / "sequences"), str(work / "model")
         steps = {
-            "download": ["download", "--source", str(args.source), "--out", str(work / "data")],
+            "download": [
+                "download", "--source", args.source, "--out", str(work / "data"),
+                "--cache-dir", str(work / "cache"), *mirror,
+            ],
             "sequences (--kcore 0)": [
                 "sequences", "--interactions", str(work / "data" / schema.INTERACTIONS_FILE),
                 "--out", sequences, "--kcore", "0",
@@ -73,6 +86,14 @@ def main() -> None:
             print(f"{key} per epoch: {[round(value, 1) for value in history]}")
             outside = training["train_seconds"] - sum(history)
             print(f"validation passes and checkpoints: {outside:.1f} s in all")
+
+
+def serve(folder: Path) -> str:
+    """The URL of an HTTP server on 127.0.0.1 serving `folder`, in a thread until exit."""
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}"
 
 
 if __name__ == "__main__":

@@ -48,7 +48,9 @@ class HParams:
     num_negatives: int = 1024  # more learn more per second on CPU; see docs/benchmarks.md
     seed: int = 42
     device: str = "auto"
-    eval_every: int = 5  # epochs between validation passes
+    # Epochs between validation passes; None: from the batches per epoch, every 5 epochs down
+    # to every epoch, so that passes come about 2,048 steps apart (`eval_every_for_data`)
+    eval_every: int | None = None
     patience: int = 5  # validation passes without a better NDCG@10 before stopping
     max_val_users: int = 10_000  # early stopping looks at a seeded sample of this many; 0: all
     gbce_t: float = 0.75  # gSASRec's calibration t in [0, 1]; only for loss "gbce"
@@ -61,9 +63,10 @@ class HParams:
     def __post_init__(self) -> None:
         """Reject values that cannot train, naming the field and the allowed range."""
         for name, (low, high) in INT_RANGES.items():
-            _require(
-                low <= getattr(self, name) <= high, name, getattr(self, name), f"{low}..{high}"
-            )
+            value = getattr(self, name)
+            if value is None:  # chosen from the data when training starts
+                continue
+            _require(low <= value <= high, name, value, f"{low}..{high}")
         for name, (low, high, high_included) in FLOAT_RANGES.items():
             value = getattr(self, name)
             if value is None:  # chosen from the data when training starts
@@ -166,7 +169,7 @@ def parse_hparams(overrides: str | dict[str, Any] | None) -> HParams:
     values = {}
     for name, value in overrides.items():
         expected, *optional = typing.get_args(fields[name].type) or (fields[name].type,)
-        if optional and value is None:  # `float | None`: None asks for the data's choice
+        if optional and value is None:  # `X | None`: None asks for the data's choice
             values[name] = None
             continue
         # JSON and KFP's protobuf Struct have one number type: accept 1 for a float field and

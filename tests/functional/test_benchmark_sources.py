@@ -136,3 +136,25 @@ def test_formats_are_told_by_content_whatever_the_name(tmp_path):
     unknown.write_text("# notes\n")
     with pytest.raises(SASRecError, match="cannot tell the format of"):
         detect_format(str(unknown), unknown)
+
+
+def test_history_column_of_a_heavy_user_is_read_in_batches(tmp_path):
+    # One user of 3,000 reviews: the histories alone take about 30 MB, more than one batch
+    # of the reader (24 MiB), as the heavy users of the official 0-core files do.
+    rows, earlier = [], []
+    for step in range(3_000):
+        item = f"i{step:05d}"
+        rows.append(f"heavy,{item},5.0,{1_000 + step},{' '.join(earlier)}")
+        earlier.append(item)
+    rows += [f"light{u},i{u:05d},{u % 5 + 1}.0,{u}," for u in range(100)]
+    source = tmp_path / "Video_Games.train.csv.gz"
+    write_csv_gz(source, rows, HEADER + ",history")
+    assert len(gzip.decompress(source.read_bytes())) > 24 << 20
+    counts = download_step(str(source), tmp_path / "raw")
+    frame = pl.read_parquet(tmp_path / "raw" / "interactions.parquet")
+    assert counts["num_interactions"] == frame.height == 3_100
+    expected = [
+        (user, item, int(timestamp), float(rating))
+        for user, item, rating, timestamp, _ in (row.split(",") for row in rows)
+    ]
+    assert frame.select("user_id", "item_id", "timestamp", "rating").rows() == expected

@@ -5,7 +5,7 @@ import torch
 
 from sasrec.config import HParams, parse_hparams
 from sasrec.errors import SASRecError
-from sasrec.training.data_defaults import dropout_for_data
+from sasrec.training.data_defaults import dropout_for_data, with_data_defaults
 from sasrec.training.train import learning_rate
 
 
@@ -109,3 +109,20 @@ def test_dropout_follows_the_training_targets_per_item():
     # Log-linear: the geometric mean of 10 and 30 sits halfway.
     assert dropout_for_data(torch.full((173,), 11), 100) == pytest.approx(0.45, abs=0.01)
     assert dropout_for_data(torch.tensor([1, 1]), 100) == 0.7  # no target at all
+
+
+def test_validation_spacing_follows_the_batches_per_epoch():
+    def eval_every(num_sequences: int, batch_size: int = 256, **fixed: int) -> int:
+        hparams = HParams(batch_size=batch_size, **fixed)
+        return with_data_defaults(hparams, torch.full((num_sequences,), 3), 100).eval_every
+
+    # The paper's Games data (31,013 users: 122 batches) and the 5-core set (94,800: 371)
+    # validate every 5 epochs; 0-core (523,000 users with 2 items or more: 2,043 batches)
+    # every epoch; in between, whole epochs of at most 2,048 steps.
+    assert eval_every(31_013) == eval_every(94_800) == eval_every(10) == 5
+    assert eval_every(523_000) == eval_every(5_000_000) == 1
+    assert eval_every(150_000) == 3  # 586 batches: 1,758 steps
+    assert eval_every(150_000, batch_size=64) == 1  # the same users in 2,344 batches
+    assert eval_every(523_000, eval_every=7) == 7  # a value given is kept
+    with pytest.raises(SASRecError, match="eval_every=0 is out of range"):
+        parse_hparams('{"eval_every": 0}')

@@ -166,11 +166,9 @@ def convert_to_interactions(
     """
     if file_format == REVIEWS_JSONL:
         return convert_reviews_jsonl(path, out_path)
-    whole_file_readers = {
-        SASREC_TEXT: read_sasrec_text,
-        BENCHMARK_CSV: read_benchmark_csv,
-        RECBOLE_INTER: read_recbole_inter,
-    }
+    if file_format == BENCHMARK_CSV:
+        return convert_benchmark_csv(path, out_path, split)
+    whole_file_readers = {SASREC_TEXT: read_sasrec_text, RECBOLE_INTER: read_recbole_inter}
     if file_format not in whole_file_readers:
         raise SASRecError(f"unsupported format {file_format!r} for {path}")
     frame = whole_file_readers[file_format](path)
@@ -180,10 +178,10 @@ def convert_to_interactions(
     return {"num_lines": frame.height, "num_interactions": frame.height, "num_malformed_lines": 0}
 
 
-def _read_csv(path: Path, what: str, **options: Any) -> pl.DataFrame:
-    """Polars' CSV reader with its errors as one line naming the file and the format."""
+def _read_csv(path: Path, what: str, data: bytes | None = None, **options: Any) -> pl.DataFrame:
+    """Polars' CSV reader of `path` (or `data` from it), its errors naming file and format."""
     try:
-        frame = pl.read_csv(path, **options)
+        frame = pl.read_csv(path if data is None else data, **options)
     except pl.exceptions.NoDataError as err:
         raise SASRecError(f"{path} holds no interactions (empty file)") from err
     except pl.exceptions.PolarsError as err:
@@ -239,16 +237,49 @@ def read_sasrec_text(path: Path) -> pl.DataFrame:
     return _interactions(frame, path, _LINE_ORDER)
 
 
-def read_benchmark_csv(path: Path) -> pl.DataFrame:
-    """An official benchmark CSV (user_id,parent_asin,rating,timestamp[,history])."""
-    frame = _read_csv(
-        path,
-        "an Amazon Reviews 2023 benchmark CSV",
-        infer_schema=False,  # every column as text first: ids stay ids, types checked below
-    )
-    _require_columns(frame, path, ("user_id", "parent_asin", "timestamp"))
-    frame = frame.rename({"parent_asin": "item_id"})
-    return _interactions(frame, path, pl.col("timestamp").cast(pl.Int64))
+_BENCHMARK_REQUIRED = ("user_id", "parent_asin", "timestamp")
+_BENCHMARK_KEPT = (*_BENCHMARK_REQUIRED, "rating")
+
+
+def convert_benchmark_csv(path: Path, out_path: Path, split: str | None) -> dict[str, int]:
+    """Write an official benchmark CSV as interactions Parquet labelled `split`, in batches.
+
+    Of the columns user_id,parent_asin,rating,timestamp[,history] the first four are kept:
+    the `history` of the `_w_his` splits repeats every earlier item of the user on each
+    row, so it grows with the square of a user's length (gigabytes at 0-core), and the
+    sequences step rebuilds it from the rows anyway.
+
+    Raises:
+        SASRecError: naming the file for an empty file, a missing column, a missing value,
+            or a timestamp or rating that is not a number; nothing is left at `out_path`.
+    """
+    what = "an Amazon Reviews 2023 benchmark CSV"
+    arrow_schema = pl.DataFrame(schema=schema.INTERACTIONS_SCHEMA).to_arrow().schema
+    header, kept = b"", None  # the first batch is read whole; later ones, the columns kept
+    num_interactions = 0
+    with (
+        atomic_path(out_path) as tmp,
+        pq.ParquetWriter(tmp, arrow_schema, **_INTERACTIONS_WRITER) as writer,
+    ):
+        for batch in prefetched(line_batches(path)):
+            # Every column as text first: ids stay ids, types are checked by `_interactions`.
+            frame = _read_csv(path, what, header + batch.data, columns=kept, infer_schema=False)
+            if kept is None:
+                header = batch.data[: batch.data.index(b"\n") + 1]
+                kept = [name for name in frame.columns if name in _BENCHMARK_KEPT]
+            _require_columns(frame, path, _BENCHMARK_REQUIRED)
+            frame = _interactions(
+                frame.rename({"parent_asin": "item_id"}), path, pl.col("timestamp").cast(pl.Int64)
+            ).with_columns(pl.lit(split, dtype=pl.String).alias(schema.SPLIT))
+            writer.write_table(frame.to_arrow().cast(arrow_schema))
+            num_interactions += frame.height
+        if num_interactions == 0:
+            raise SASRecError(f"{path} holds no interactions (empty file)")
+    return {
+        "num_lines": num_interactions,
+        "num_interactions": num_interactions,
+        "num_malformed_lines": 0,
+    }
 
 
 def read_recbole_inter(path: Path) -> pl.DataFrame:

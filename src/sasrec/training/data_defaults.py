@@ -1,4 +1,4 @@
-"""Settings the data chooses: the dropout by the data's density, the item bias's start."""
+"""Settings the data chooses: dropout, validation spacing, the item bias's start."""
 
 import dataclasses
 import math
@@ -37,8 +37,31 @@ def dropout_for_data(lengths: torch.Tensor, num_items: int) -> float:
     return round(sparse_dropout + share * (dense_dropout - sparse_dropout), 3)
 
 
-def with_data_dropout(hparams: HParams, lengths: torch.Tensor, num_items: int) -> HParams:
-    """`hparams` with the dropout chosen for the data when they leave it to the data (None)."""
-    if hparams.dropout is not None:
-        return hparams
-    return dataclasses.replace(hparams, dropout=dropout_for_data(lengths, num_items))
+# Early stopping's patience counts validation passes. On the 5-core data (370 batches an
+# epoch) a pass every 5 epochs makes 9,300 steps without a gain end a run. At 0-core (2,040
+# batches an epoch) those 25 epochs alone take 24 of the pipeline's 30-minute budget
+# (docs/benchmarks.md, issue 27). So a pass comes every VALIDATION_STEPS steps, rounded down
+# to whole epochs, at most every 5: about the same steps of patience at any size.
+VALIDATION_STEPS, MAX_EVAL_EVERY = 2048, 5
+
+
+def eval_every_for_data(num_sequences: int, batch_size: int) -> int:
+    """Epochs between validation passes: VALIDATION_STEPS // batches per epoch, within 1..5.
+
+    num_sequences: training sequences of at least 2 items (one row of a batch each).
+    """
+    batches_per_epoch = max(math.ceil(num_sequences / batch_size), 1)
+    return min(max(VALIDATION_STEPS // batches_per_epoch, 1), MAX_EVAL_EVERY)
+
+
+def with_data_defaults(hparams: HParams, lengths: torch.Tensor, num_items: int) -> HParams:
+    """`hparams` with what they leave to the data (None) chosen: dropout and `eval_every`.
+
+    lengths: (U,) items per training sequence as the model reads them.
+    """
+    chosen = {}
+    if hparams.dropout is None:
+        chosen["dropout"] = dropout_for_data(lengths, num_items)
+    if hparams.eval_every is None:
+        chosen["eval_every"] = eval_every_for_data(len(lengths), hparams.batch_size)
+    return dataclasses.replace(hparams, **chosen)

@@ -197,7 +197,7 @@ def _train_tracked(job: TrainJob, sequences: SequenceFiles, training: "Training"
             # Hyperparameters keep bare names (`params.lr` in a search needs no quoting);
             # the data's statistics and the code's version are grouped as data/ and code/.
             tracking.log_params(
-                dataclasses.asdict(training.hparams)  # with the dropout chosen for the data
+                dataclasses.asdict(training.hparams)  # with what the data chose
                 | {f"data/{k}": v for k, v in sequences.stats.items()}
                 | code_version
             )

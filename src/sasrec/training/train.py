@@ -28,7 +28,7 @@ from sasrec.scoring import item_popularity, rank_held_out
 from sasrec.tensors import length_bucketed_batches, pad_left
 from sasrec.training import distributed
 from sasrec.training.checkpoint import load_checkpoint, save_checkpoint
-from sasrec.training.data_defaults import log_popularity, with_data_dropout
+from sasrec.training.data_defaults import log_popularity, with_data_defaults
 from sasrec.training.item_rows import BatchRows, SparseItemTable
 from sasrec.training.losses import NextItemObjective, gbce_beta, sample_negatives
 from sasrec.training.preemption import Preempted, StopRequests
@@ -259,8 +259,8 @@ def start_training(
     sequences, lengths = training_tensors(train, hparams.max_len)
     if len(sequences) == 0:
         raise SASRecError("no training sequence has 2 items: nothing to learn from")
-    hparams = with_data_dropout(hparams, lengths, num_items)
-    log.info("dropout %.3f", hparams.dropout)
+    hparams = with_data_defaults(hparams, lengths, num_items)
+    log.info("dropout %.3f, validation every %d epoch(s)", hparams.dropout, hparams.eval_every)
     if 0 < hparams.max_val_users < valid.height:
         valid = valid.sample(hparams.max_val_users, seed=VALIDATION_SAMPLE_SEED)
     model = initial_model(train, num_items, hparams).to(device)
