@@ -18,17 +18,20 @@ of the official site, for `bench/zero_core.py --mirror OUT` to serve over HTTP.
 """
 
 import argparse
-import subprocess
+import contextlib
 import tempfile
 import time
 from pathlib import Path
 
 import polars as pl
+from isal import igzip
 
 from sasrec.data import schema
 from sasrec.data.readers import convert_reviews_jsonl
+from sasrec.io import atomic_path
 
 HEADER = "user_id,parent_asin,rating,timestamp,history\n"
+PARTS = ("train", "valid", "test")
 _LATER = "later"  # the user's reviews after this one: 0 is the test row, 1 the validation row
 
 
@@ -45,38 +48,27 @@ def ordered_reviews(reviews: Path) -> pl.DataFrame:
 
 
 def write_split_files(frame: pl.DataFrame, folder: Path, category: str) -> dict[str, int]:
-    """The three files of the last-out split with histories; rows written per file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    names = ("train", "valid", "test")
-    compressors = {
-        name: subprocess.Popen(
-            ["gzip", "-1"],
-            stdin=subprocess.PIPE,
-            stdout=(folder / f"{category}.{name}.csv.gz").open("wb"),
-        )
-        for name in names
-    }
-    rows = dict.fromkeys(names, 0)
-    for compressor in compressors.values():
-        compressor.stdin.write(HEADER.encode())
-    columns = (schema.USER_ID, schema.ITEM_ID, schema.RATING, schema.TIMESTAMP, _LATER)
-    user, earlier = None, []
-    lines = {name: [] for name in names}
-    for user_id, item, rating, timestamp, later in frame.select(columns).iter_rows():
-        if user_id != user:
-            user, earlier = user_id, []
-        name = "test" if later == 0 else "valid" if later == 1 else "train"
-        lines[name].append(f"{user_id},{item},{rating},{timestamp},{' '.join(earlier)}\n")
-        earlier.append(item)
-        rows[name] += 1
-        if len(lines[name]) >= 10_000:
-            compressors[name].stdin.write("".join(lines[name]).encode())
-            lines[name] = []
-    for name, compressor in compressors.items():
-        compressor.stdin.write("".join(lines[name]).encode())
-        compressor.stdin.close()
-        if compressor.wait() != 0:
-            raise SystemExit(f"gzip failed writing {category}.{name}.csv.gz")
+    """The three files of the last-out split with histories; rows written per file.
+
+    Each file is gzipped by ISA-L at level 1 and renamed into place only when complete.
+    """
+    rows = dict.fromkeys(PARTS, 0)
+    with contextlib.ExitStack() as stack:
+        files = {}
+        for part in PARTS:
+            tmp = stack.enter_context(atomic_path(folder / f"{category}.{part}.csv.gz"))
+            files[part] = stack.enter_context(igzip.open(tmp, "wt", compresslevel=1))
+        for part_file in files.values():
+            part_file.write(HEADER)
+        columns = (schema.USER_ID, schema.ITEM_ID, schema.RATING, schema.TIMESTAMP, _LATER)
+        user, earlier = None, []
+        for user_id, item, rating, timestamp, later in frame.select(columns).iter_rows():
+            if user_id != user:
+                user, earlier = user_id, []
+            part = "test" if later == 0 else "valid" if later == 1 else "train"
+            files[part].write(f"{user_id},{item},{rating},{timestamp},{' '.join(earlier)}\n")
+            earlier.append(item)
+            rows[part] += 1
     return rows
 
 

@@ -8,8 +8,9 @@ line of a missing field or a wrong type.
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,20 @@ def prefetched(items: Iterator[Any]) -> Iterator[Any]:
             yield item
 
 
+@contextmanager
+def _interactions_file(out_path: Path) -> Iterator[Callable[[pl.DataFrame], None]]:
+    """A function appending interactions frames to `out_path`, which appears only when complete.
+
+    The file is written beside it and renamed into place when the block ends without error.
+    """
+    arrow_schema = pl.DataFrame(schema=schema.INTERACTIONS_SCHEMA).to_arrow().schema
+    with (
+        atomic_path(out_path) as tmp,
+        pq.ParquetWriter(tmp, arrow_schema, **_INTERACTIONS_WRITER) as writer,
+    ):
+        yield lambda frame: writer.write_table(frame.to_arrow().cast(arrow_schema))
+
+
 def convert_to_interactions(
     path: Path, file_format: str, out_path: Path, split: str | None = None
 ) -> dict[str, int]:
@@ -254,13 +269,9 @@ def convert_benchmark_csv(path: Path, out_path: Path, split: str | None) -> dict
             or a timestamp or rating that is not a number; nothing is left at `out_path`.
     """
     what = "an Amazon Reviews 2023 benchmark CSV"
-    arrow_schema = pl.DataFrame(schema=schema.INTERACTIONS_SCHEMA).to_arrow().schema
     header, kept = b"", None  # the first batch is read whole; later ones, the columns kept
     num_interactions = 0
-    with (
-        atomic_path(out_path) as tmp,
-        pq.ParquetWriter(tmp, arrow_schema, **_INTERACTIONS_WRITER) as writer,
-    ):
+    with _interactions_file(out_path) as write:
         for batch in prefetched(line_batches(path)):
             # Every column as text first: ids stay ids, types are checked by `_interactions`.
             frame = _read_csv(path, what, header + batch.data, columns=kept, infer_schema=False)
@@ -271,7 +282,7 @@ def convert_benchmark_csv(path: Path, out_path: Path, split: str | None) -> dict
             frame = _interactions(
                 frame.rename({"parent_asin": "item_id"}), path, pl.col("timestamp").cast(pl.Int64)
             ).with_columns(pl.lit(split, dtype=pl.String).alias(schema.SPLIT))
-            writer.write_table(frame.to_arrow().cast(arrow_schema))
+            write(frame)
             num_interactions += frame.height
         if num_interactions == 0:
             raise SASRecError(f"{path} holds no interactions (empty file)")
@@ -311,14 +322,10 @@ def convert_reviews_jsonl(path: Path, out_path: Path) -> dict[str, int]:
     """
     malformed = MalformedLines()
     num_lines = num_interactions = 0
-    arrow_schema = pl.DataFrame(schema=schema.INTERACTIONS_SCHEMA).to_arrow().schema
-    with (
-        atomic_path(out_path) as tmp,
-        pq.ParquetWriter(tmp, arrow_schema, **_INTERACTIONS_WRITER) as writer,
-    ):
+    with _interactions_file(out_path) as write:
         for batch in prefetched(line_batches(path)):
             frame = _parse_reviews(batch, path, malformed)
-            writer.write_table(frame.to_arrow().cast(arrow_schema))
+            write(frame)
             num_lines += batch.num_lines
             num_interactions += frame.height
         if num_interactions == 0:
