@@ -19,7 +19,7 @@ PIPELINE_YAML ?= build/sasrec_pipeline.yaml
 LOCK_DIR := docker/requirements
 
 .DEFAULT_GOAL := help
-.PHONY: help install mlserver-env serve serve-mlserver mlflow-ui run smoke test test-long lint format compile-pipeline clean wheels images push lock \
+.PHONY: help install mlserver-env serve serve-mlserver mlflow-ui run smoke test test-long lint format compile-pipeline clean wheels images prune-images push lock \
 	compose-run compose-down run-docker submit test-servers test-docker test-docker-run
 
 help: ## [local] List the targets by group, and the variables they read
@@ -115,6 +115,12 @@ export IMAGE_REGISTRY IMAGE_TAG
 IMAGE_STEPS := download sequences train evaluate
 TORCH_STEPS := train evaluate
 image = $$($(BIN)/python -m components.images $(1))
+# Every image the Dockerfile builds, its build stages included, carries this label.
+IMAGE_LABEL := org.opencontainers.image.source=https://github.com/sasrec-kubeflow/sasrec
+# The step images under the current names (IMAGE_REGISTRY) with a tag other than the current.
+older_images = for step in $(IMAGE_STEPS); do image=$(call image,$$step); \
+	docker images --format '{{.Repository}}:{{.Tag}}' "$${image%:*}" | grep -vx -e "$$image" -e '.*:<none>'; \
+	done
 # build/wheels/ with wheels in it (`make wheels`) makes image builds offline.
 PIP_INSTALL_ARGS = $(if $(wildcard build/wheels/*.whl),--no-index,)
 COMPOSE ?= $(shell docker compose version > /dev/null 2>&1 && echo "docker compose" || echo docker-compose)
@@ -153,6 +159,12 @@ images: install ## [docker] Build the four step images (names from IMAGE_REGISTR
 			--build-arg PIP_INSTALL_ARGS="$(PIP_INSTALL_ARGS)" . ; \
 	done
 	@docker images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep sasrec-
+	@older=$$($(older_images) | wc -l); test "$$older" = 0 \
+		|| echo "$$older step images of other tags are kept: make prune-images removes them"
+
+prune-images: install ## [docker] Free the disk older builds hold: the step images of other tags, dangling build stages
+	$(older_images) | xargs -r docker rmi
+	docker image prune --force --filter label=$(IMAGE_LABEL)
 
 push: install ## [docker] Push the four step images to IMAGE_REGISTRY
 	@test -n "$(IMAGE_REGISTRY)" || { echo "set IMAGE_REGISTRY, e.g. make push IMAGE_REGISTRY=ghcr.io/you"; exit 2; }

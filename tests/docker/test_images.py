@@ -203,3 +203,62 @@ def test_images_work_as_an_arbitrary_uid_with_a_read_only_root_and_no_home(step:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "/tmp/sasrec-cache"
+
+
+def test_steps_of_one_lock_share_the_layer_of_their_packages() -> None:
+    """The virtual environment is one layer that download and sequences (and train and
+    evaluate) hold in common: a build keeps one copy of torch on disk, not two."""
+
+    def layers(step: str) -> list[str]:
+        info = json.loads(subprocess.check_output(["docker", "image", "inspect", image_uri(step)]))
+        return info[0]["RootFS"]["Layers"]
+
+    for first, second in (("download", "sequences"), ("train", "evaluate")):
+        shared = [a for a, b in zip(layers(first), layers(second), strict=False) if a == b]
+        # The base image's layer, the user's, the virtual environment's.
+        assert len(shared) >= 3 and shared == layers(first)[: len(shared)]
+    assert layers("download")[2] != layers("train")[2]  # the two locks differ
+
+
+def _docker_build(tag: str, dockerfile: str) -> str:
+    """Build a tiny image from `dockerfile` text, tagged `tag`; its id."""
+    return subprocess.run(
+        ["docker", "build", "--quiet", "-t", tag, "-"], input=dockerfile,
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def _exists(image: str) -> bool:
+    return (
+        subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
+    )
+
+
+def test_prune_images_removes_older_builds_of_this_project_and_nothing_else() -> None:
+    registry = f"localhost/prunetest{os.getpid()}"
+    env = {**os.environ, "IMAGE_REGISTRY": registry, "IMAGE_TAG": "current"}
+    kept = [f"{registry}/sasrec-{step}:current" for step in STEPS]
+    older = [f"{registry}/sasrec-download:0.0.9-older", f"{registry}/sasrec-train:old"]
+    for name in kept + older:  # names for the images built: no disk of their own
+        step = name.rsplit("/sasrec-", 1)[1].split(":")[0]
+        subprocess.run(["docker", "tag", image_uri(step), name], check=True)
+    # A dangling build stage of this project, and a dangling image of someone else's.
+    label = "org.opencontainers.image.source=https://github.com/sasrec-kubeflow/sasrec"
+
+    def tiny(name: str, labels: str, build: int) -> str:
+        dockerfile = f"FROM python:3.11-slim\nLABEL {labels} prunetest.build={build}\n"
+        return _docker_build(f"{registry}/{name}:x", dockerfile)
+
+    ours, theirs = tiny("stage", label, 1), tiny("other", "other=1", 1)
+    for name, labels in (("stage", label), ("other", "other=1")):
+        tiny(name, labels, 2)  # built again under the same name: the first build dangles
+    try:
+        result = _make("prune-images", env)
+        assert [name for name in kept + older if _exists(name)] == kept
+        assert not _exists(ours) and _exists(theirs) and _exists(f"{registry}/other:x")
+        assert all(_exists(image_uri(step)) for step in STEPS)  # other names: untouched
+        assert "sasrec-download:0.0.9-older" in result.stdout
+    finally:
+        names = [name for name in kept + older if _exists(name)]
+        subprocess.run(["docker", "rmi", *names, f"{registry}/stage:x", f"{registry}/other:x",
+                        theirs], capture_output=True)  # fmt: skip
