@@ -163,7 +163,7 @@ images: install ## [docker] Build the four step images (names from IMAGE_REGISTR
 		|| echo "$$older step images of other tags are kept: make prune-images removes them"
 
 prune-images: install ## [docker] Free the disk older builds hold: the step images of other tags, dangling build stages
-	$(older_images) | xargs -r docker rmi
+	@$(older_images) | xargs -r docker rmi
 	docker image prune --force --filter label=$(IMAGE_LABEL)
 
 push: install ## [docker] Push the four step images to IMAGE_REGISTRY
