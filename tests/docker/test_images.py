@@ -237,10 +237,12 @@ def _exists(image: str) -> bool:
 def test_prune_images_removes_older_builds_of_this_project_and_nothing_else() -> None:
     registry = f"localhost/prunetest{os.getpid()}"
     env = {**os.environ, "IMAGE_REGISTRY": registry, "IMAGE_TAG": "current"}
-    kept = [f"{registry}/sasrec-{step}:current" for step in STEPS]
-    older = [f"{registry}/sasrec-download:0.0.9-older", f"{registry}/sasrec-train:old"]
-    for name in kept + older:  # names for the images built: no disk of their own
-        step = name.rsplit("/sasrec-", 1)[1].split(":")[0]
+    named = [(step, f"{registry}/sasrec-{step}:current") for step in STEPS]
+    kept = [name for _, name in named]
+    named += [("download", f"{registry}/sasrec-download:0.0.9-older"),
+              ("train", f"{registry}/sasrec-train:old")]  # fmt: skip
+    older = [name for _, name in named[len(kept) :]]
+    for step, name in named:  # names for the images built: no disk of their own
         subprocess.run(["docker", "tag", image_uri(step), name], check=True)
     # A dangling build stage of this project, and a dangling image of someone else's.
     label = "org.opencontainers.image.source=https://github.com/sasrec-kubeflow/sasrec"
