@@ -2,11 +2,12 @@
 
 Runs the library's steps (download, sequences `--kcore 0`, leave-one-out, `train_sasrec`
 with the defaults, `evaluate_model`) on each dataset and prints one Markdown row: SASRec
-against the transition and popularity baselines, and, on synthetic first-order Markov
-chains, against the chain's own oracle (the true next-item probabilities of the last item,
-history excluded as for every scorer). Datasets: the SASRec paper's Games data
-(Video.txt), Wikipedia edits, MovieLens-100K (../shared/data), and three Markov chains
-written here. Run from the repository root; one process per group uses both cores:
+(and the transition weight it chose) against the transition and popularity baselines,
+and, on synthetic first-order Markov chains, against the chain's own oracle (the true
+next-item probabilities of the last item, history excluded as for every scorer).
+Datasets: the SASRec paper's Games data (Video.txt), Wikipedia edits, MovieLens-100K
+(../shared/data), and three Markov chains written here. Run from the repository root;
+one process per group uses both cores:
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/quality_matrix.py --datasets video chain-b
     OMP_NUM_THREADS=1 .venv/bin/python bench/quality_matrix.py \
@@ -111,7 +112,8 @@ def run(name: str, source: Path, work: Path, hparams: HParams) -> str:
     return (
         f"| {name} | {stats['num_users']:,} | {stats['num_items']:,} | "
         f"{stats['num_interactions']:,} | {summary['epochs_run']} ({summary['best_epoch']}) | "
-        f"{train_minutes:.1f} | {metrics['ndcg@10']:.4f} | {metrics['hit@10']:.4f} | "
+        f"{train_minutes:.1f} | {summary['transition_weight']} | "
+        f"{metrics['ndcg@10']:.4f} | {metrics['hit@10']:.4f} | {metrics['sampled_ndcg@10']:.4f} | "
         f"{metrics['baseline_transition_ndcg@10']:.4f} | "
         f"{metrics['baseline_transition_hit@10']:.4f} | "
         f"{metrics['baseline_popularity_ndcg@10']:.4f} | "
@@ -129,8 +131,9 @@ def main() -> None:
     threads = torch.get_num_threads()
     print(f"{describe_machine()}, {threads} thread(s), hparams {args.hparams or 'defaults'}")
     print(
-        "| data | users | items | interactions | epochs (best) | train min | NDCG@10 | HR@10 "
-        "| transition NDCG@10 | transition HR@10 | popularity NDCG@10 | oracle HR@10 |"
+        "| data | users | items | interactions | epochs (best) | train min | transition weight "
+        "| NDCG@10 | HR@10 | sampled NDCG@10 | transition NDCG@10 | transition HR@10 "
+        "| popularity NDCG@10 | oracle HR@10 |"
     )
     for name in args.datasets:
         if name in CHAINS:

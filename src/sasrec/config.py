@@ -25,9 +25,12 @@ class HParams:
     softmax over 1,024 sampled items instead of BCE with one, wider, bigger batches, a
     moving average of the weights, and dropout chosen from the data's density: 0.7 on
     sparse data like the paper's, down to 0.2 on dense data
-    (`sasrec.training.data_defaults.dropout_for_data`, the quality matrix in docs/benchmarks.md).
+    (`sasrec.training.data_defaults.dropout_for_data`, the quality matrix in docs/benchmarks.md);
+    after training, the training transitions mixed into the scores at the weight that
+    validates best (`sasrec.training.transition_mix`).
     The paper's own settings: {"loss": "bce", "num_negatives": 1, "hidden_size": 50,
-    "dropout": 0.5, "batch_size": 128, "lr": 0.001, "max_epochs": 200, "ema_decay": 0}.
+    "dropout": 0.5, "batch_size": 128, "lr": 0.001, "max_epochs": 200, "ema_decay": 0,
+    "transition_weight": 0}.
     On a GPU, {"loss": "ce", "compile": true}.
     """
 
@@ -39,6 +42,10 @@ class HParams:
     # False: items are scored with output embeddings of their own. Tied stays the default:
     # untied wins on random bigram chains only (docs/benchmarks.md, issue 28)
     tied_embeddings: bool = True
+    # Share of the training sequences' transition probabilities (of the user's last item)
+    # in the scores; None: chosen on the validation users after training, 0 (the paper's
+    # model) up to 0.99 (`sasrec.training.transition_mix`); 0: none
+    transition_weight: float | None = None
     dropout: float | None = None  # None: from the data's density (`dropout_for_data`)
     batch_size: int = 256
     lr: float = 0.002
@@ -112,6 +119,7 @@ FLOAT_RANGES = {  # (low, high, high included); every float must also be finite
     "lr": (0.0, 1.0, True),
     "gbce_t": (0.0, 1.0, True),
     "ema_decay": (0.0, 1.0, False),  # 0: off
+    "transition_weight": (0.0, 1.0, False),  # 1 would leave most items tied at -inf
 }
 
 

@@ -1,5 +1,6 @@
 """Training as a long job: interruption and resume, NaN, reproducibility, DDP, MLflow model."""
 
+import itertools
 import json
 import math
 import os
@@ -484,3 +485,31 @@ def test_an_epoch_stopped_after_a_batch_continues_into_the_same_weights_and_loss
     resumed_state = interrupted.state.model.state_dict()
     for name, tensor in straight.state.model.state_dict().items():
         torch.testing.assert_close(resumed_state[name], tensor, rtol=0, atol=0, msg=name)
+
+
+def test_training_mixes_in_the_transitions_at_the_weight_validation_prefers(
+    sequences_dir, tmp_path
+):
+    # On a cycle the item after the last one is always the same: counting it is right.
+    hparams = parse_hparams(HPARAMS | {"max_epochs": 2})
+    train_sasrec(sequences_dir, tmp_path / "model", hparams)
+    info = read_json(tmp_path / "model" / "training.json")
+    assert info["transition_weight"] > 0
+    assert info["hparams"]["transition_weight"] == info["transition_weight"]
+    assert info["best_val_ndcg@10"] > info["best_val_ndcg@10_without_transitions"]
+    pairs = {
+        pair
+        for sequence in read_sequences(sequences_dir).train[schema.ITEM_SEQUENCE]
+        for pair in itertools.pairwise(sequence)
+    }
+    model = load_model_dir(tmp_path / "model", torch.device("cpu"))
+    assert model.config.num_transitions == len(pairs)
+    assert model.transition_weight.item() == pytest.approx(info["transition_weight"])
+
+    alone_hparams = parse_hparams(HPARAMS | {"max_epochs": 2, "transition_weight": 0})
+    train_sasrec(sequences_dir, tmp_path / "alone", alone_hparams)
+    alone = read_json(tmp_path / "alone" / "training.json")
+    assert alone["transition_weight"] == 0.0
+    assert alone["best_val_ndcg@10"] == alone["best_val_ndcg@10_without_transitions"]
+    assert load_model_dir(tmp_path / "alone", torch.device("cpu")).config.num_transitions == 0
+    assert not any(name.startswith("transition") for name in weights(tmp_path / "alone"))

@@ -7,7 +7,8 @@ indices -> (B, num_items + 1) scores.
 import polars as pl
 import torch
 
-from sasrec.data import schema
+from sasrec.model import row_entries
+from sasrec.transitions import Transitions
 
 
 class PopularityScorer:
@@ -29,41 +30,19 @@ class TransitionScorer:
     """
 
     def __init__(self, train: pl.DataFrame, popularity: torch.Tensor) -> None:
-        num_columns = len(popularity)
-        pairs = (
-            train.select(
-                pl.col(schema.ITEM_SEQUENCE)
-                .list.slice(0, pl.col(schema.ITEM_SEQUENCE).list.len() - 1)
-                .alias("src"),
-                pl.col(schema.ITEM_SEQUENCE).list.slice(1).alias("dst"),
-            )
-            .explode("src", "dst")
-            .drop_nulls()
-            .group_by("src", "dst")
-            .len()
-            .sort("src", "dst")
-        )
-        # The (N + 1, N + 1) matrix of counts, row a, column b = times b followed a, in
-        # CSR form: row a's transitions are next_items[row_starts[a]:row_starts[a + 1]].
-        sources = torch.from_numpy(pairs["src"].to_numpy().astype("int64"))
-        self.row_starts = torch.zeros(num_columns + 1, dtype=torch.int64)  # (N + 2,)
-        self.row_starts[1:] = torch.bincount(sources, minlength=num_columns).cumsum(0)
-        self.next_items = torch.from_numpy(pairs["dst"].to_numpy().astype("int64"))  # (T,)
-        self.counts = torch.from_numpy(pairs["len"].to_numpy().astype("float32"))  # (T,)
+        self.transitions = Transitions.of_sequences(train, len(popularity) - 1)
         self.tie_break = popularity.float() / (popularity.max().float() + 1.0)
 
     def __call__(self, item_ids: torch.Tensor) -> torch.Tensor:
         """(B, L) -> (B, N + 1): transition counts from each row's most recent item."""
         last = item_ids[:, -1].cpu()  # left padding: the last column is the latest item
-        # Row `last` of the CSR matrix for each user, written into a copy of the tie-break
-        # row: only the transitions are touched. PAD's row is empty (nothing follows it).
-        starts = self.row_starts[last]  # (B,)
-        lengths = self.row_starts[last + 1] - starts  # (B,)
-        users = torch.repeat_interleave(torch.arange(len(last)), lengths)  # (T_B,)
-        first_in_batch = lengths.cumsum(0) - lengths  # (B,) each user's first place in T_B
-        positions = torch.arange(len(users)) - first_in_batch[users] + starts[users]
+        # Row `last` of the count matrix for each user, written into a copy of the tie-break
+        # row: only the transitions are touched.
+        users, positions = row_entries(self.transitions.row_starts, last)
         scores = self.tie_break.repeat(len(last), 1)  # (B, N + 1)
         scores.index_put_(
-            (users, self.next_items[positions]), self.counts[positions], accumulate=True
+            (users, self.transitions.next_items[positions]),
+            self.transitions.counts[positions],
+            accumulate=True,
         )
         return scores.to(item_ids.device)

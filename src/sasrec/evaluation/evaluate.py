@@ -348,6 +348,8 @@ def _report_context(
         "history items excluded from rankings": exclude_history,
         "loss": training["hparams"]["loss"],
         "epochs run (best)": f"{training['epochs_run']} ({training['best_epoch']})",
+        # Models trained before the transitions were mixed in have no weight: theirs is 0.
+        "transition weight": training.get("transition_weight", 0.0),
         **{f"data {k}": v for k, v in sequences.stats.items()},
     }
 

@@ -286,7 +286,9 @@ def checkpoint_identity(hparams: HParams, fingerprint: str) -> dict[str, Any]:
     The data (training and validation) and every hparam that shapes the run. The device
     may change between attempts, and `max_epochs` too under a constant learning rate;
     under the cosine schedule it sets every epoch's rate, so a change starts afresh.
+    `transition_weight` acts only once training has ended.
     """
-    free = {"device"} | ({"max_epochs"} if hparams.lr_schedule == "constant" else set())
+    free = {"device", "transition_weight"}
+    free |= {"max_epochs"} if hparams.lr_schedule == "constant" else set()
     fixed = {k: v for k, v in dataclasses.asdict(hparams).items() if k not in free}
     return {"format": CHECKPOINT_FORMAT, "hparams": fixed, "data_fingerprint": fingerprint}

@@ -42,6 +42,8 @@ from sasrec.training.state import (
     rng_state,
     weight_average,
 )
+from sasrec.training.transition_mix import choose_transition_weight, with_transitions
+from sasrec.transitions import Transitions
 
 log = logging.getLogger(__name__)
 
@@ -566,8 +568,11 @@ def train_and_save(
     log.info("training on %s: %s", device, model.config)
     summary = fit(training, lambda epoch, metrics, _: log_metrics(metrics, epoch))
     if distributed.is_main_process():
+        model, summary = mix_in_transitions(training, sequences.train, model, summary)
+        weight = summary["transition_weight"]
+        hparams = dataclasses.replace(training.hparams, transition_weight=weight)
         training_info = {
-            "hparams": dataclasses.asdict(training.hparams),
+            "hparams": dataclasses.asdict(hparams),
             "device": str(device),
             "processes": distributed.rank_and_world()[1],
             **summary,
@@ -576,3 +581,29 @@ def train_and_save(
         popularity = item_popularity(sequences.train, model.config.num_items)
         save_model_dir(model, sequences.directory, training_info, model_dir, popularity)
     return model, summary
+
+
+def mix_in_transitions(
+    training: Training, train: pl.DataFrame, model: SASRec, summary: dict[str, Any]
+) -> tuple[SASRec, dict[str, Any]]:
+    """The trained model with the training transitions mixed in, at `transition_weight`.
+
+    Returns:
+        The model to keep, and the summary with the weight (chosen on the validation users
+        when the hparam is None), the kept model's validation metrics as `best_val_*` and
+        the trained model's own as `best_val_*_without_transitions`.
+    """
+    weight = training.hparams.transition_weight
+    alone = {k: v for k, v in summary.items() if k.startswith("best_val_")}
+    summary = summary | {f"{k}_without_transitions": v for k, v in alone.items()}
+    if weight == 0.0:
+        return model, summary | {"transition_weight": 0.0}
+    transitions = Transitions.of_sequences(train, model.config.num_items)
+    validation = partial(validate, valid=training.valid)
+    if weight is None:
+        model, weight, metrics = choose_transition_weight(model, transitions, validation)
+    else:
+        model = with_transitions(model, transitions, weight)
+        metrics = validation(model)
+    best = {f"best_{k}": v for k, v in metrics.items()}
+    return model, summary | best | {"transition_weight": weight}
