@@ -28,7 +28,7 @@ from sasrec.config import HParams
 from sasrec.inputs import read_sequences
 from sasrec.model import SASRec
 from sasrec.scoring import rank_held_out
-from sasrec.training.train import VALIDATION_SAMPLE_SEED, model_config, validate
+from sasrec.training.train import model_config, validate, validation_sample
 from sasrec.training.transition_mix import (
     TRANSITION_WEIGHTS,
     choose_transition_weight,
@@ -64,9 +64,7 @@ def main() -> None:
     for _ in range(args.repeats):
         alone.append(ranking_seconds(model))
         with_mix.append(ranking_seconds(mixed))
-    valid = sequences.valid.sample(
-        min(hparams.max_val_users, sequences.valid.height), seed=VALIDATION_SAMPLE_SEED
-    )
+    valid = validation_sample(sequences.valid, hparams.max_val_users)
     start = time.perf_counter()
     choose_transition_weight(model, transitions, partial(validate, valid=valid))
     choose_seconds = time.perf_counter() - start

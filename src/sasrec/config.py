@@ -119,7 +119,7 @@ FLOAT_RANGES = {  # (low, high, high included); every float must also be finite
     "lr": (0.0, 1.0, True),
     "gbce_t": (0.0, 1.0, True),
     "ema_decay": (0.0, 1.0, False),  # 0: off
-    "transition_weight": (0.0, 1.0, False),  # 1 would leave most items tied at -inf
+    "transition_weight": (0.0, 1.0, False),  # 1: the counts alone, their ties left unbroken
 }
 
 

@@ -51,10 +51,9 @@ class Transitions:
 
     def probabilities(self) -> torch.Tensor:
         """(T,) each count over its row's total: P(b follows a) in the training sequences."""
-        row_totals = torch.zeros(len(self.row_starts) - 1).index_add_(
-            0, self.sources(), self.counts
-        )
-        return self.counts / row_totals[self.sources()]
+        sources = self.sources()
+        row_totals = torch.zeros(len(self.row_starts) - 1).index_add_(0, sources, self.counts)
+        return self.counts / row_totals[sources]
 
     def sources(self) -> torch.Tensor:
         """(T,) the row (the earlier item) of each transition."""

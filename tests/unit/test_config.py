@@ -51,6 +51,8 @@ def test_protobuf_struct_numbers_are_accepted():
         ('{"dropout": -0.1}', "dropout=-0.1 is out of range; allowed: [0.0, 1.0)"),
         ('{"ema_decay": 1.0}', "ema_decay=1.0 is out of range; allowed: [0.0, 1.0)"),
         ('{"ema_decay": -0.5}', "ema_decay=-0.5 is out of range"),
+        ('{"transition_weight": 1.0}', "transition_weight=1.0 is out of range; allowed: [0.0"),
+        ('{"transition_weight": -0.1}', "transition_weight=-0.1 is out of range"),
         ('{"hidden_size": 50, "num_heads": 3}', "divisible by num_heads=3"),
         ('{"loss": "hinge"}', "loss='hinge' is out of range; allowed: bce, sampled_softmax"),
         (

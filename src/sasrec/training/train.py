@@ -240,6 +240,13 @@ class Training:
 VALIDATION_SAMPLE_SEED = 42
 
 
+def validation_sample(valid: pl.DataFrame, max_users: int) -> pl.DataFrame:
+    """The validation users early stopping looks at: a seeded sample of `max_users` (0: all)."""
+    if 0 < max_users < valid.height:
+        return valid.sample(max_users, seed=VALIDATION_SAMPLE_SEED)
+    return valid
+
+
 def start_training(
     train: pl.DataFrame,
     valid: pl.DataFrame,
@@ -263,8 +270,7 @@ def start_training(
         raise SASRecError("no training sequence has 2 items: nothing to learn from")
     hparams = with_data_defaults(hparams, lengths, num_items)
     log.info("dropout %.3f, validation every %d epoch(s)", hparams.dropout, hparams.eval_every)
-    if 0 < hparams.max_val_users < valid.height:
-        valid = valid.sample(hparams.max_val_users, seed=VALIDATION_SAMPLE_SEED)
+    valid = validation_sample(valid, hparams.max_val_users)
     model = initial_model(train, num_items, hparams).to(device)
     beta = gbce_beta(hparams.num_negatives, num_items, hparams.gbce_t)
     objective: torch.nn.Module = NextItemObjective(model, hparams.loss, beta)
